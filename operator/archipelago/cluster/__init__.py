@@ -1,0 +1,67 @@
+"""The cluster model: nodes, their cards and islands, and the allocation ledger.
+
+Pure Python: no Kubernetes imports. The operator builds it from Node objects and the
+simulator from traces; both then schedule against the same model.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+from archipelago.cluster import nodes as nodes_
+from archipelago.cluster import topology as topology_
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """An immutable set of nodes with their island topology.
+
+    Nodes are addressed by position (``int`` index) throughout the core; ``index_of`` maps
+    names back. Raises ``ValueError`` on duplicate node names.
+    """
+
+    nodes: tuple[nodes_.Node, ...]
+    topology: topology_.Topology = topology_.Topology()
+    _index: dict[str, int] = dataclasses.field(init=False, repr=False, compare=False)
+    _paths: tuple[topology_.DomainId, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = {node.name: i for i, node in enumerate(self.nodes)}
+        if len(index) != len(self.nodes):
+            dupes = [name for name, n in collections.Counter(n.name for n in self.nodes).items() if n > 1]
+            raise ValueError(f"duplicate node names: {dupes[:5]}")
+        object.__setattr__(self, "_index", index)
+        object.__setattr__(self, "_paths", tuple(self.topology.path(n) for n in self.nodes))
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def index_of(self, name: str) -> int:
+        """Position of the node called ``name``; raises ``KeyError`` for unknown names."""
+        return self._index[name]
+
+    def path(self, i: int) -> topology_.DomainId:
+        """Node ``i``'s domain at every level, coarse to fine, ending with the node name."""
+        return self._paths[i]
+
+    def domains(self, level: str) -> dict[topology_.DomainId, list[int]]:
+        """Node indices grouped by their domain at ``level``, in node order."""
+        depth = self.topology.depth(level)
+        groups: dict[topology_.DomainId, list[int]] = collections.defaultdict(list)
+        for i, path in enumerate(self._paths):
+            groups[path[: depth + 1]].append(i)
+        return dict(groups)
+
+    @property
+    def total_cards(self) -> int:
+        return sum(n.card_count for n in self.nodes)
+
+    def models(self) -> list[str]:
+        """The card models present, sorted."""
+        return sorted({n.model for n in self.nodes if n.model})
+
+
+def build(nodes: Iterable[nodes_.Node], levels: Sequence[str] = topology_.DEFAULT_LEVELS) -> Cluster:
+    return Cluster(tuple(nodes), topology_.Topology(tuple(levels)))

@@ -1,0 +1,32 @@
+"""Placement policies for single pods, all behind ``scoring.Policy``.
+
+``create(name, ledger, context)`` builds one by the name the CLI and the JSON output use.
+"""
+
+from __future__ import annotations
+
+from archipelago.cluster import ledger as ledger_
+from archipelago.policies import baselines, fgd, scoring
+
+_REGISTRY: dict[str, type[scoring.Policy]] = {
+    cls.name: cls
+    for cls in (
+        fgd.FGD,
+        baselines.BestFit,
+        baselines.GpuPacking,
+        baselines.GpuClustering,
+        baselines.DotProduct,
+        baselines.Random,
+    )
+}
+
+NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def create(name: str, ledger: ledger_.Ledger, context: scoring.Context) -> scoring.Policy:
+    """The policy called ``name``; raises ``ValueError`` listing the known names otherwise."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; choose from {', '.join(NAMES)}") from None
+    return cls(ledger, context)

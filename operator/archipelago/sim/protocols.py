@@ -1,0 +1,247 @@
+"""Evaluation protocols: the order pods arrive in, and what is measured as they do.
+
+``fgd`` is the protocol of the FGD paper's simulator, step by step as written in
+``../shared/traces/README.md``: one pod at a time, no departures, demand tuned to a ratio of
+capacity. ``replay`` follows the trace's own creation and deletion times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from archipelago import policies, workload
+from archipelago.cluster import ledger as ledger_
+from archipelago.policies import fgd, scoring
+from archipelago.sim import scenario as scenario_
+
+PROTOCOLS = ("fgd", "replay")
+KPI_POINTS = (100, 130)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What one policy did on one seed.
+
+    ``curve`` maps arrived demand (% of capacity, integer) to the mean allocation (% of
+    capacity) over the events at that demand; ``kpi(100)`` is the paper's KPI(100).
+    ``decisions_ns`` holds the wall time of every placement decision.
+    """
+
+    policy: str
+    seed: int
+    pods: int
+    failed: int
+    curve: dict[int, float]
+    decisions_ns: np.ndarray
+    fragmented_milli: float | None
+    kpi_prefix: int
+    """How many pods had arrived at the end of the KPI(100) window (for the bound)."""
+    alloc_time_mean_pct: float | None = None
+
+    def kpi(self, point: int) -> float | None:
+        return self.curve.get(point)
+
+
+class _Curve:
+    """Allocation recorded after every event, bucketed by arrived demand."""
+
+    def __init__(self, capacity_milli: int) -> None:
+        self.capacity = capacity_milli
+        self.sums: dict[int, float] = {}
+        self.counts: dict[int, int] = {}
+
+    def bucket(self, arrived_milli: int) -> int:
+        return round(arrived_milli / self.capacity * 100)
+
+    def record(self, arrived_milli: int, allocated_milli: int) -> None:
+        bucket = self.bucket(arrived_milli)
+        self.sums[bucket] = self.sums.get(bucket, 0.0) + round(allocated_milli / self.capacity * 100, 2)
+        self.counts[bucket] = self.counts.get(bucket, 0) + 1
+
+    def means(self) -> dict[int, float]:
+        return {b: self.sums[b] / self.counts[b] for b in sorted(self.sums)}
+
+
+def fgd_arrivals(
+    requests: Sequence[workload.PodRequest], capacity_milli: int, ratio: float, rng: random.Random
+) -> list[workload.PodRequest]:
+    """The FGD protocol's arrival order, tuned to ``ratio`` x capacity (README steps 2-3).
+
+    Shuffle the name-sorted pods; then append uniform draws (with replacement) from the
+    name-sorted list until the next draw's per-card milli would take total demand past
+    ``ratio * capacity``. That draw is discarded. If the trace alone exceeds the target, pods
+    at random positions are removed instead. Copies are renamed ``<name>~<k>``.
+    """
+    ordered = sorted(requests, key=lambda p: p.name)
+    arrivals = ordered.copy()
+    rng.shuffle(arrivals)
+    target = ratio * capacity_milli
+    demand = sum(p.milli for p in arrivals)
+    if demand > target:
+        while demand > target and arrivals:
+            demand -= arrivals.pop(rng.randrange(len(arrivals))).milli
+        return arrivals
+    copies = 0
+    while ordered:
+        drawn = ordered[rng.randrange(len(ordered))]
+        if demand + drawn.milli_per_card > target:
+            break
+        demand += drawn.milli
+        arrivals.append(dataclasses.replace(drawn, name=f"{drawn.name}~{copies}"))
+        copies += 1
+    return arrivals
+
+
+def tie_break_rank(n: int, rng: random.Random) -> np.ndarray:
+    """A random permutation of the nodes, as ranks: node ``i`` wins ties over higher ranks."""
+    order = list(range(n))
+    rng.shuffle(order)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return rank
+
+
+def _decide(policy: scoring.Policy, pod: workload.PodRequest) -> tuple[scoring.Placement | None, int]:
+    start = time.perf_counter_ns()
+    placement = policy.place(pod)
+    return placement, time.perf_counter_ns() - start
+
+
+def run_fgd(
+    scn: scenario_.Scenario,
+    policy_name: str,
+    seed: int,
+    *,
+    tune: float = 1.3,
+    tick: Callable[[], None] | None = None,
+) -> RunResult:
+    """One seed of the FGD protocol (README steps 1-9)."""
+    requests = scn.requests()
+    rng = random.Random(seed)
+    capacity = scn.capacity_milli
+    arrivals = fgd_arrivals(requests, capacity, tune, rng)
+    rank = tie_break_rank(len(scn.cluster), rng)
+    profile = workload.typical_tasks(requests)
+    ledger = ledger_.Ledger(scn.cluster)
+    policy = policies.create(policy_name, ledger, scoring.Context(profile=profile, rank=rank, seed=seed))
+    fragmentation = fgd.Fragmentation(profile)
+
+    curve = _Curve(capacity)
+    decisions = np.empty(len(arrivals), dtype=np.int64)
+    arrived = failed = 0
+    fragmented: float | None = None
+    kpi_prefix = 0
+    for k, pod in enumerate(arrivals):
+        if fragmented is None and curve.bucket(arrived + pod.milli) > KPI_POINTS[0]:
+            fragmented, kpi_prefix = _fragmented_milli(ledger, fragmentation), k
+        placement, decisions[k] = _decide(policy, pod)
+        arrived += pod.milli
+        if placement is None:
+            failed += 1
+        else:
+            ledger.allocate(scoring.allocation(pod, placement))
+        curve.record(arrived, ledger.allocated_milli)
+        if tick is not None:
+            tick()
+    if fragmented is None:
+        fragmented, kpi_prefix = _fragmented_milli(ledger, fragmentation), len(arrivals)
+    return RunResult(policy_name, seed, len(arrivals), failed, curve.means(), decisions, fragmented, kpi_prefix)
+
+
+def run_replay(
+    scn: scenario_.Scenario,
+    policy_name: str,
+    seed: int,
+    *,
+    tick: Callable[[], None] | None = None,
+) -> RunResult:
+    """Replay the trace's own times: pods arrive at ``created`` and leave at ``deleted``.
+
+    A pod that fits nowhere on arrival fails and is dropped (no queue). Departures at a given
+    time happen before arrivals at that time. Arrived demand is the demand of pods that have
+    arrived and not yet reached their deletion time, placed or not, so KPI(100) is the mean
+    allocation while offered load is at 100% of capacity. ``alloc_time_mean_pct`` weights
+    allocation by time.
+
+    Raises ``ValueError`` if a pod has no creation time.
+    """
+    untimed = [p.request.name for p in scn.pods if p.created is None]
+    if untimed:
+        raise ValueError(f"replay needs creation times; {len(untimed)} pods have none (first: {untimed[0]})")
+    requests = scn.requests()
+    rng = random.Random(seed)
+    capacity = scn.capacity_milli
+    rank = tie_break_rank(len(scn.cluster), rng)
+    profile = workload.typical_tasks(requests)
+    ledger = ledger_.Ledger(scn.cluster)
+    policy = policies.create(policy_name, ledger, scoring.Context(profile=profile, rank=rank, seed=seed))
+    fragmentation = fgd.Fragmentation(profile)
+
+    # (time, 0 = departure first, order, pod); departures carry the pod so its demand leaves.
+    events: list[tuple[float, int, int, scenario_.TracePod]] = []
+    for k, p in enumerate(sorted(scn.pods, key=lambda p: (p.created, p.request.name))):
+        events.append((p.created, 1, k, p))  # type: ignore[arg-type]
+        if p.deleted is not None and p.deleted >= p.created:  # type: ignore[operator]
+            events.append((p.deleted, 0, k, p))
+    events.sort(key=lambda e: e[:3])
+
+    curve = _Curve(capacity)
+    decisions: list[int] = []
+    offered = failed = 0
+    area = 0.0
+    last_time = events[0][0] if events else 0.0
+    peak_bucket_seen = False
+    fragmented: float | None = None
+    for when, arriving, _, p in events:
+        area += ledger.allocated_milli * (when - last_time)
+        last_time = when
+        pod = p.request
+        if not arriving:
+            offered -= pod.milli
+            if pod.name in ledger:
+                ledger.release(pod.name)
+            continue
+        placement, spent = _decide(policy, pod)
+        decisions.append(spent)
+        offered += pod.milli
+        if placement is None:
+            failed += 1
+        else:
+            ledger.allocate(scoring.allocation(pod, placement))
+        curve.record(offered, ledger.allocated_milli)
+        if curve.bucket(offered) == KPI_POINTS[0]:
+            peak_bucket_seen = True
+        elif peak_bucket_seen and fragmented is None:
+            fragmented = _fragmented_milli(ledger, fragmentation)
+        if tick is not None:
+            tick()
+    span = (events[-1][0] - events[0][0]) if events else 0.0
+    mean_pct = area / span / capacity * 100 if span > 0 else ledger.allocated_milli / capacity * 100
+    if fragmented is None:
+        fragmented = _fragmented_milli(ledger, fragmentation)
+    return RunResult(
+        policy_name,
+        seed,
+        len(decisions),
+        failed,
+        curve.means(),
+        np.asarray(decisions, dtype=np.int64),
+        fragmented,
+        kpi_prefix=0,
+        alloc_time_mean_pct=mean_pct,
+    )
+
+
+def _fragmented_milli(ledger: ledger_.Ledger, fragmentation: fgd.Fragmentation) -> float:
+    """Cluster-wide FGD fragmentation, in milli-cards, of the current state."""
+    nodes = ledger.cluster.nodes
+    return sum(
+        fragmentation.of(nodes[i].model, ledger.cpu_free[i], ledger.card_free[i])
+        for i in range(len(nodes))
+        if nodes[i].devices
+    )
