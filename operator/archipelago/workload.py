@@ -19,7 +19,8 @@ from archipelago.cluster import devices, nodes
 class PodRequest:
     """One pod's request.
 
-    ``cards`` cards, each with ``milli_per_card`` milli-cards (1000 = exclusive) and
+    ``cards`` cards, each with ``milli_per_card`` milli-cards (1000 = exclusive; 0 with cards
+    means whole cards) and
     ``device_memory_mib`` of device memory. A *sharing* (fractional) pod asks for one card with
     less than 1000 milli. ``models`` lists the card models allowed (empty: any). ``resource``
     names the vendor resource (``nvidia.com/gpu``, ``huawei.com/Ascend910``); ``None`` accepts
@@ -44,6 +45,8 @@ class PodRequest:
     role: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.models, str):
+            raise ValueError(f"models must be a list of model names, got the string {self.models!r}")
         object.__setattr__(self, "node_selector", types.MappingProxyType(dict(self.node_selector)))
         object.__setattr__(self, "models", frozenset(self.models))
         for field in ("cpu_milli", "memory_mib", "cards", "milli_per_card", "device_memory_mib"):
@@ -111,6 +114,8 @@ class TypicalTask:
     cards: int
     models: frozenset[str]
     weight: float
+    memory_mib: int = 0
+    """Mean memory of the tasks of this shape (FGD ignores it; Archipelago's policy uses it)."""
 
     def runs_on(self, model: str | None) -> bool:
         return not self.models or model in self.models
@@ -120,12 +125,17 @@ def typical_tasks(pods: Iterable[PodRequest], coverage: float = 0.95) -> tuple[T
     """The most frequent task shapes covering at least ``coverage`` of the tasks.
 
     A shape is (cpu, milli per card, cards, models); memory is ignored and cpu-only tasks count.
-    Shapes are taken by count, largest first (equal counts: larger card demand, then larger
-    cpu, first) until they cover ``coverage`` of all tasks; their frequencies are then
-    renormalised. This is the target-workload estimate of FGD (Weng et al., "Beware of
-    Fragmentation", USENIX ATC '23, section 4).
+    Shapes are taken by count, largest first (equal counts: larger card demand, then larger cpu,
+    first) until they cover ``coverage`` of all tasks; their frequencies are then renormalised.
+    Each shape also carries the mean memory of its tasks. This is the target-workload estimate
+    of FGD (Weng et al., "Beware of Fragmentation", USENIX ATC '23, section 4).
     """
-    counts = collections.Counter((p.cpu_milli, p.milli_per_card, p.cards, p.models) for p in pods)
+    counts: collections.Counter[tuple] = collections.Counter()
+    memory: collections.Counter[tuple] = collections.Counter()
+    for p in pods:
+        shape = (p.cpu_milli, p.milli_per_card, p.cards, p.models)
+        counts[shape] += 1
+        memory[shape] += p.memory_mib
     total = sum(counts.values())
     if total == 0:
         return ()
@@ -138,5 +148,5 @@ def typical_tasks(pods: Iterable[PodRequest], coverage: float = 0.95) -> tuple[T
         if covered >= coverage * total:
             break
     return tuple(
-        TypicalTask(cpu, milli, n, models, count / covered) for (cpu, milli, n, models), count in taken
+        TypicalTask(*shape, weight=count / covered, memory_mib=memory[shape] // count) for shape, count in taken
     )

@@ -125,11 +125,15 @@ class Device:
     healthy: bool = True
 
 
-def cards(device_model: DeviceModel | str, count: int, *, unhealthy: frozenset[int] = frozenset()) -> tuple[Device, ...]:
+def cards(
+    device_model: DeviceModel | str, count: int, *, unhealthy: frozenset[int] = frozenset()
+) -> tuple[Device, ...]:
     """``count`` cards of one model, numbered from 0, with link groups from the model's topology."""
     spec = model(device_model) if isinstance(device_model, str) else device_model
     if count < 0:
         raise ValueError(f"card count must not be negative, got {count}")
+    if any(not 0 <= i < count for i in unhealthy):
+        raise ValueError(f"unhealthy card indices must be in 0..{count - 1}, got {sorted(unhealthy)}")
     return tuple(
         Device(
             index=i,

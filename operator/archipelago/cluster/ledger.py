@@ -50,9 +50,10 @@ class CapacityError(ValueError):
 class Ledger:
     """Free capacity per node and per card, and the allocations that consumed it.
 
-    Unhealthy cards have no capacity. ``generation`` counts changes and ``node_generation[i]``
-    records the generation of node ``i``'s last change, so callers can cache per-node results
-    and refresh only the nodes that changed.
+    Unhealthy cards have no capacity. ``free_milli[i]`` is node ``i``'s free card capacity in
+    milli-cards (a numpy vector, for aggregates over islands). ``generation`` counts changes
+    and ``node_generation[i]`` records the generation of node ``i``'s last change, so callers
+    can cache per-node results and refresh only the nodes that changed.
     """
 
     def __init__(self, cluster: cluster_.Cluster) -> None:
@@ -63,10 +64,9 @@ class Ledger:
         self.card_free: list[list[int]] = [
             [devices.MILLI_PER_CARD if d.healthy else 0 for d in n.devices] for n in nodes
         ]
-        self.card_memory_free: list[list[int]] = [
-            [d.memory_mib if d.healthy else 0 for d in n.devices] for n in nodes
-        ]
-        self.capacity_milli = sum(map(sum, self.card_free))
+        self.card_memory_free: list[list[int]] = [[d.memory_mib if d.healthy else 0 for d in n.devices] for n in nodes]
+        self.free_milli = np.array([sum(c) for c in self.card_free], dtype=np.int64)
+        self.capacity_milli = int(self.free_milli.sum())
         self.allocated_milli = 0
         self.generation = 0
         self.node_generation = np.zeros(len(nodes), dtype=np.int64)
@@ -136,9 +136,12 @@ class Ledger:
         self.cpu_free[a.node] += sign * a.cpu_milli
         self.memory_free[a.node] += sign * a.memory_mib
         free, memory = self.card_free[a.node], self.card_memory_free[a.node]
+        milli = 0
         for s in a.shares:
             free[s.card] += sign * s.milli
             memory[s.card] += sign * s.memory_mib
-            self.allocated_milli -= sign * s.milli
+            milli += s.milli
+        self.free_milli[a.node] += sign * milli
+        self.allocated_milli -= sign * milli
         self.generation += 1
         self.node_generation[a.node] = self.generation

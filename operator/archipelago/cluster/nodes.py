@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 from archipelago.cluster import devices
 
+EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Taint:
@@ -19,6 +21,10 @@ class Taint:
     key: str
     value: str = ""
     effect: str = "NoSchedule"
+
+    def __post_init__(self) -> None:
+        if self.effect not in EFFECTS:
+            raise ValueError(f"taint effect must be one of {sorted(EFFECTS)}, got {self.effect!r}")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,6 +39,12 @@ class Toleration:
     operator: str = "Equal"
     value: str = ""
     effect: str = ""
+
+    def __post_init__(self) -> None:
+        if self.operator not in ("Equal", "Exists"):
+            raise ValueError(f"toleration operator must be Equal or Exists, got {self.operator!r}")
+        if self.effect and self.effect not in EFFECTS:
+            raise ValueError(f"toleration effect must be empty or one of {sorted(EFFECTS)}, got {self.effect!r}")
 
     def tolerates(self, taint: Taint) -> bool:
         if self.effect and self.effect != taint.effect:
@@ -49,11 +61,7 @@ _REPELLING = frozenset({"NoSchedule", "NoExecute"})
 
 def tolerated(taints: tuple[Taint, ...], tolerations: tuple[Toleration, ...]) -> bool:
     """True when every repelling taint is tolerated by at least one toleration."""
-    return all(
-        any(t.tolerates(taint) for t in tolerations)
-        for taint in taints
-        if taint.effect in _REPELLING
-    )
+    return all(any(t.tolerates(taint) for t in tolerations) for taint in taints if taint.effect in _REPELLING)
 
 
 def selected(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
@@ -87,7 +95,9 @@ class Node:
         if self.memory_mib < 0:
             raise ValueError(f"node {self.name}: memory_mib must not be negative, got {self.memory_mib}")
         if len({d.model for d in self.devices}) > 1:
-            raise ValueError(f"node {self.name}: all cards must be one model, got {sorted({d.model for d in self.devices})}")
+            raise ValueError(
+                f"node {self.name}: all cards must be one model, got {sorted({d.model for d in self.devices})}"
+            )
         if [d.index for d in self.devices] != list(range(len(self.devices))):
             raise ValueError(f"node {self.name}: card indices must be 0..{len(self.devices) - 1} in order")
 

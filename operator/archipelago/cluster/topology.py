@@ -25,8 +25,10 @@ DomainId = tuple[str, ...]
 class Topology:
     """The label keys that define islands, coarse to fine.
 
-    A node without a level's label is a domain of its own at that level and below: it shares
-    no island with anyone, which is the safe reading for a required-island request.
+    A node without a level's label is a domain of its own at that level and below, so it
+    shares no island with anyone: the safe reading for a required-island request. A missing
+    label *above* a present one (an island label but no spine label) is the anonymous domain
+    ``""`` instead, so clusters that label only islands still group by island.
     """
 
     levels: tuple[str, ...] = DEFAULT_LEVELS
@@ -46,15 +48,14 @@ class Topology:
 
     def path(self, node: nodes_.Node) -> DomainId:
         """The node's domain at every level, coarse to fine, ending with the node itself."""
-        values: list[str] = []
-        for key in self.levels:
-            value = node.labels.get(key)
-            if value is None:
-                # Unlabelled: a private domain, so it never joins anyone else's island.
-                value = f"<{node.name}>"
-            values.append(value)
-        values.append(node.name)
-        return tuple(values)
+        values = [node.labels.get(key) for key in self.levels]
+        labelled = [k for k, value in enumerate(values) if value is not None]
+        finest = labelled[-1] if labelled else -1
+        path = [
+            value if value is not None else ("" if k < finest else f"<{node.name}>") for k, value in enumerate(values)
+        ]
+        path.append(node.name)
+        return tuple(path)
 
     def domain(self, node: nodes_.Node, level: str) -> DomainId:
         return self.path(node)[: self.depth(level) + 1]

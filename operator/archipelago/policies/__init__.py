@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 from archipelago.cluster import ledger as ledger_
-from archipelago.policies import baselines, fgd, scoring
+from archipelago.policies import baselines, default, fgd, scoring
 
 _REGISTRY: dict[str, type[scoring.Policy]] = {
     cls.name: cls
     for cls in (
+        default.Archipelago,
         fgd.FGD,
         baselines.BestFit,
         baselines.GpuPacking,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from archipelago import workload
-from archipelago.cluster import devices, ledger as ledger_
+from archipelago.cluster import devices
+from archipelago.cluster import ledger as ledger_
 from archipelago.policies import scoring
 
 MAX_SPEC_CPU = 128_000
@@ -55,8 +56,8 @@ class GpuPacking(scoring.Policy):
 
     Using only partly used cards scores ``max(100 - sum(free % of those cards) / 10, 50)``;
     opening fully free cards on a used node scores ``max(50 - cards opened, 33)``; an empty
-    node of G cards scores ``max(33 - G, G)``. Cpu-only pods score 0 everywhere. Cards are
-    taken least-free first.
+    node of G healthy cards scores ``max(33 - G, G)``. Cpu-only pods score 0 everywhere. Cards
+    are taken least-free first (whole-card pods: lowest-numbered, which is the same set).
     """
 
     name = "gpupacking"
@@ -69,10 +70,11 @@ class GpuPacking(scoring.Policy):
             return 0, ()
         free = self.ledger.card_free[i]
         by_free = sorted(usable, key=free.__getitem__)[: pod.cards]
-        cards = by_free if pod.sharing else usable[: pod.cards]
         whole = devices.MILLI_PER_CARD
-        if all(f == whole for f in free):
-            return max(33 - len(free), len(free)), tuple(cards)
+        cards = usable[: pod.cards] if pod.milli_per_card == whole else by_free
+        healthy = [f for f, d in zip(free, self.nodes[i].devices, strict=True) if d.healthy]
+        if all(f == whole for f in healthy):
+            return max(33 - len(healthy), len(healthy)), tuple(cards)
         opened = sum(1 for j in by_free if free[j] == whole)
         if opened:
             return max(50 - opened, 33), tuple(cards)

@@ -37,14 +37,13 @@ class Fragmentation:
         shapes = self._per_model.get(model)
         if shapes is None:
             shapes = tuple(
-                (t.milli_per_card, t.cards, t.cpu_milli, t.weight)
-                for t in self.profile
-                if t.cards and t.runs_on(model)
+                (t.milli_per_card, t.cards, t.cpu_milli, t.weight) for t in self.profile if t.cards and t.runs_on(model)
             )
             self._per_model[model] = shapes
         return shapes
 
-    def of(self, model: str | None, cpu_free: int, card_free: Sequence[int]) -> float:
+    def of(self, model: str | None, cpu_free: int, memory_free: int, card_free: Sequence[int]) -> float:
+        """F in milli-cards. ``memory_free`` is accepted for a common signature and ignored."""
         ordered = tuple(sorted(card_free))
         key = (model, cpu_free, ordered)
         value = self._memo.get(key)
@@ -81,7 +80,8 @@ class FGD(scoring.Policy):
     """Place each task where it grows fragmentation least (section 4).
 
     Exclusive tasks take the lowest-numbered free cards; a sharing task takes the card that
-    leaves the node least fragmented (ties to the lowest index).
+    leaves the node least fragmented (ties to the lowest index). Subclasses change the
+    measure (``measure``) and the choice of whole cards (``whole_cards``).
     """
 
     name = "fgd"
@@ -89,24 +89,33 @@ class FGD(scoring.Policy):
     def __init__(self, ledger: ledger_.Ledger, context: scoring.Context) -> None:
         super().__init__(ledger, context)
         if not context.profile:
-            raise ValueError("FGD needs the workload's typical tasks (Context.profile)")
-        self.fragmentation = Fragmentation(context.profile)
+            raise ValueError(f"{self.name} needs the workload's typical tasks (Context.profile)")
+        self.fragmentation = self.measure(context.profile)
+
+    def measure(self, profile: Sequence[workload.TypicalTask]) -> Fragmentation:
+        return Fragmentation(profile)
+
+    def whole_cards(self, i: int, usable: list[int], count: int) -> tuple[int, ...]:
+        """The cards an exclusive pod takes on node ``i``: the lowest-numbered usable ones."""
+        return tuple(usable[:count])
 
     def evaluate(self, i: int, pod: workload.PodRequest) -> scoring.Evaluation | None:
         usable = scoring.usable_cards(self.ledger, i, pod)
         if usable is None:
             return None
         model = self.nodes[i].model
-        cpu = self.ledger.cpu_free[i]
+        cpu, memory = self.ledger.cpu_free[i], self.ledger.memory_free[i]
         free = self.ledger.card_free[i]
-        before = self.fragmentation.of(model, cpu, free)
-        after, chosen = self.least_fragmenting(model, cpu - pod.cpu_milli, free, usable, pod)
+        before = self.fragmentation.of(model, cpu, memory, free)
+        after, chosen = self.least_fragmenting(i, cpu - pod.cpu_milli, memory - pod.memory_mib, usable, pod)
         return sigmoid_score(before, after), chosen
 
     def least_fragmenting(
-        self, model: str | None, cpu_after: int, free: list[int], usable: list[int], pod: workload.PodRequest
+        self, i: int, cpu_after: int, memory_after: int, usable: list[int], pod: workload.PodRequest
     ) -> tuple[float, tuple[int, ...]]:
-        """F after placing ``pod``, and the cards that achieve it."""
+        """F of node ``i`` after placing ``pod``, and the cards that achieve it."""
+        model = self.nodes[i].model
+        free = self.ledger.card_free[i]
         if pod.sharing:
             best: tuple[float, int] | None = None
             tried: set[int] = set()
@@ -116,13 +125,13 @@ class FGD(scoring.Policy):
                 tried.add(free[j])
                 trial = free.copy()
                 trial[j] -= pod.milli_per_card
-                value = self.fragmentation.of(model, cpu_after, trial)
+                value = self.fragmentation.of(model, cpu_after, memory_after, trial)
                 if best is None or value < best[0]:
                     best = (value, j)
             assert best is not None
             return best[0], (best[1],)
-        chosen = tuple(usable[: pod.cards])
+        chosen = self.whole_cards(i, usable, pod.cards) if pod.cards else ()
         trial = free.copy()
         for j in chosen:
             trial[j] -= pod.milli_per_card
-        return self.fragmentation.of(model, cpu_after, trial), chosen
+        return self.fragmentation.of(model, cpu_after, memory_after, trial), chosen

@@ -17,7 +17,8 @@ from typing import ClassVar
 import numpy as np
 
 from archipelago import workload
-from archipelago.cluster import ledger as ledger_, nodes
+from archipelago.cluster import ledger as ledger_
+from archipelago.cluster import nodes
 
 Evaluation = tuple[int, tuple[int, ...]]
 """A node's integer score for a pod, and the cards the pod would take there."""
@@ -159,13 +160,10 @@ def allocation(pod: workload.PodRequest, placement: Placement) -> ledger_.Alloca
         node=placement.node,
         cpu_milli=pod.cpu_milli,
         memory_mib=pod.memory_mib,
-        shares=tuple(
-            ledger_.CardShare(card, pod.milli_per_card, pod.device_memory_mib) for card in placement.cards
-        ),
+        shares=tuple(ledger_.CardShare(card, pod.milli_per_card, pod.device_memory_mib) for card in placement.cards),
     )
 
 
 def seeded(context: Context, salt: str) -> random.Random:
     """A generator private to one policy instance, reproducible from the run's seed."""
     return random.Random(f"{context.seed}:{salt}")
-

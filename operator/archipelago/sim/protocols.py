@@ -241,7 +241,7 @@ def _fragmented_milli(ledger: ledger_.Ledger, fragmentation: fgd.Fragmentation) 
     """Cluster-wide FGD fragmentation, in milli-cards, of the current state."""
     nodes = ledger.cluster.nodes
     return sum(
-        fragmentation.of(nodes[i].model, ledger.cpu_free[i], ledger.card_free[i])
+        fragmentation.of(nodes[i].model, ledger.cpu_free[i], ledger.memory_free[i], ledger.card_free[i])
         for i in range(len(nodes))
         if nodes[i].devices
     )

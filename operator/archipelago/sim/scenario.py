@@ -6,6 +6,7 @@ import dataclasses
 
 from archipelago import cluster as cluster_
 from archipelago import workload
+from archipelago.cluster import devices
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -32,7 +33,7 @@ class Scenario:
     @property
     def capacity_milli(self) -> int:
         """Healthy cards of the cluster, in milli-cards."""
-        return sum(1000 for n in self.cluster.nodes for d in n.devices if d.healthy)
+        return sum(devices.MILLI_PER_CARD for n in self.cluster.nodes for d in n.devices if d.healthy)
 
     def requests(self) -> list[workload.PodRequest]:
         return [p.request for p in self.pods]
