@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/archipelago simulate
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest
 
