@@ -121,14 +121,21 @@ class TypicalTask:
         return not self.models or model in self.models
 
 
-def typical_tasks(pods: Iterable[PodRequest], coverage: float = 0.95) -> tuple[TypicalTask, ...]:
+def typical_tasks(
+    pods: Iterable[PodRequest], coverage: float = 0.95, demand_coverage: float = 0.0
+) -> tuple[TypicalTask, ...]:
     """The most frequent task shapes covering at least ``coverage`` of the tasks.
 
     A shape is (cpu, milli per card, cards, models); memory is ignored and cpu-only tasks count.
     Shapes are taken by count, largest first (equal counts: larger card demand, then larger cpu,
-    first) until they cover ``coverage`` of all tasks; their frequencies are then renormalised.
-    Each shape also carries the mean memory of its tasks. This is the target-workload estimate
-    of FGD (Weng et al., "Beware of Fragmentation", USENIX ATC '23, section 4).
+    first) until they cover ``coverage`` of all tasks. This is the target-workload estimate of
+    FGD (Weng et al., "Beware of Fragmentation", USENIX ATC '23, section 4).
+
+    ``demand_coverage`` adds the shapes with the largest card demand (count x cards x milli)
+    until they make up that share of all card demand: a count cut drops rare large jobs (an
+    8-card job that is 1% of pods can be 10% of the cards) and then nothing keeps nodes whole
+    for them. Weights are counts renormalised over the chosen shapes, so they sum to 1. Each
+    shape also carries the mean memory of its tasks.
     """
     counts: collections.Counter[tuple] = collections.Counter()
     memory: collections.Counter[tuple] = collections.Counter()
@@ -139,14 +146,26 @@ def typical_tasks(pods: Iterable[PodRequest], coverage: float = 0.95) -> tuple[T
     total = sum(counts.values())
     if total == 0:
         return ()
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], -kv[0][1] * kv[0][2], -kv[0][0], -kv[0][2]))
-    taken: list[tuple[tuple, int]] = []
-    covered = 0
-    for shape, count in ranked:
-        taken.append((shape, count))
-        covered += count
-        if covered >= coverage * total:
+    chosen: dict[tuple, int] = {}
+    taken = 0
+    for shape, count in sorted(counts.items(), key=lambda kv: (-kv[1], -_demand(kv[0]), -kv[0][0], -kv[0][2])):
+        if taken >= coverage * total:
             break
+        chosen[shape] = count
+        taken += count
+    all_demand = sum(_demand(shape) * count for shape, count in counts.items())
+    covered = 0
+    for shape, count in sorted(counts.items(), key=lambda kv: (-_demand(kv[0]) * kv[1], -_demand(kv[0]))):
+        if covered >= demand_coverage * all_demand or not _demand(shape):
+            break
+        chosen[shape] = count
+        covered += _demand(shape) * count
+    weight = sum(chosen.values())
     return tuple(
-        TypicalTask(*shape, weight=count / covered, memory_mib=memory[shape] // count) for shape, count in taken
+        TypicalTask(*shape, weight=count / weight, memory_mib=memory[shape] // count) for shape, count in chosen.items()
     )
+
+
+def _demand(shape: tuple) -> int:
+    """Card demand of one task of ``shape`` (cpu, milli per card, cards, models), in milli-cards."""
+    return shape[1] * shape[2]

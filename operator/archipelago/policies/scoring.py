@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import random
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -63,6 +64,11 @@ class Policy(abc.ABC):
         if self.rank.shape != (n,):
             raise ValueError(f"tie-break rank must have one entry per node ({n}), got {self.rank.shape}")
         self._tables: dict[tuple, _Table] = {}
+
+    @classmethod
+    def profile(cls, requests: Sequence[workload.PodRequest]) -> tuple[workload.TypicalTask, ...]:
+        """The typical tasks this policy reads from a workload sample: FGD's 95% count cut."""
+        return workload.typical_tasks(requests)
 
     @abc.abstractmethod
     def evaluate(self, i: int, pod: workload.PodRequest) -> Evaluation | None:

@@ -1,0 +1,1 @@
+"""Archipelago: a Kubernetes-native, topology-aware scheduler for heterogeneous AI accelerators."""

@@ -1,0 +1,5 @@
+"""``python -m archipelago``: the command line."""
+
+from archipelago import cli
+
+cli.main()
