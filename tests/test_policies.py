@@ -216,6 +216,18 @@ def test_gpuclustering_prefers_a_node_that_already_holds_the_same_shape():
     assert policy.place(pod) == scoring.Placement(node=3, cards=(0,), score=76)
 
 
+def test_gpuclustering_treats_every_sharing_pod_as_one_affinity():
+    # The simulator tags all sharing pods "share-gpu": a node holding a 300-milli pod is the
+    # 500-milli pod's own kind (75 + 25 * 300 // 8000 = 75), a node holding a whole card is not
+    # (0 + 25 * 1000 // 8000 = 3).
+    ledger = make_ledger(make_cluster(*make_nodes(2)))
+    occupy(ledger, 0, milli={0: 300})
+    occupy(ledger, 1, milli={0: 1000})
+    policy = make_policy("gpuclustering", ledger)
+    assert policy.scores(make_pod(cards=1, milli=500)).tolist() == [75, 3]
+    assert policy.scores(make_pod(cards=1, milli=1000)).tolist() == [0, 78]
+
+
 # --- DotProduct --------------------------------------------------------------------------
 
 

@@ -106,7 +106,8 @@ class DotProduct(scoring.Policy):
 class GpuClustering(scoring.Policy):
     """Keep pods of one card shape together (the paper's "GPU Clustering" baseline).
 
-    A pod's affinity is its (cards, milli per card). Bands: node whose only affinity is the
+    A pod's affinity is the simulator's tag: every sharing pod alike, whole-card pods by card
+    count, cpu-only pods none. Bands: node whose only affinity is the
     pod's, 75..100; node holding it among others, 50..75; node with no card pods, 25..50; any
     other node, 0..25. Inside a band, fuller nodes score higher:
     ``25 * (8000 - node free milli) / 8000``. Cpu-only pods score 0.
@@ -121,13 +122,21 @@ class GpuClustering(scoring.Policy):
         if not pod.cards:
             return 0, ()
         free = self.ledger.card_free[i]
-        affinities = {(len(a.shares), a.shares[0].milli) for a in self.ledger.on_node(i) if a.shares}
+        affinities = {_affinity(len(a.shares), a.shares[0].milli if a.shares else 0) for a in self.ledger.on_node(i)}
+        affinities.discard(None)
         fullness = max(0, 25 * (MAX_SPEC_CARDS - sum(free)) // MAX_SPEC_CARDS)
-        if (pod.cards, pod.milli_per_card) in affinities:
+        if _affinity(pod.cards, pod.milli_per_card) in affinities:
             band = 75 if len(affinities) == 1 else 50
         else:
             band = 25 if not affinities else 0
         return band + fullness, default_cards(free, usable, pod)
+
+
+def _affinity(cards: int, milli: int) -> str | None:
+    """The simulator's affinity tag: all sharing pods alike, whole-card pods by card count."""
+    if cards == 0:
+        return None
+    return "share" if cards == 1 and milli < devices.MILLI_PER_CARD else f"{cards}-card"
 
 
 class Random(scoring.Policy):
