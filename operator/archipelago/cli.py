@@ -29,8 +29,8 @@ def _seeds(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[in
     seeds: list[int] = []
     try:
         for part in value.split(","):
-            first, _, last = part.strip().partition("-")
-            seeds.extend(range(int(first), int(last or first) + 1))
+            first, dash, last = part.strip().partition("-")
+            seeds.extend(range(int(first), int(last if dash else first) + 1))
     except ValueError:
         raise click.BadParameter(f"{value!r}: use a seed (42), a range (42-51) or a list (42,44)") from None
     if not seeds:
@@ -98,6 +98,7 @@ def simulate(
     try:
         scn = _scenario(nodes, pods, cluster_yaml, workload_yaml)
         plan = experiment.Plan(protocol, policy_names, seeds, tune, bound)
+        protocols.check(scn, plan.protocol)
     except inputs.InputError as err:
         raise click.ClickException(str(err)) from None
     except ValueError as err:

@@ -92,7 +92,11 @@ Progress = Callable[[int, int], None]
 
 
 def run(scn: scenario.Scenario, plan: Plan, *, jobs: int | None = None, progress: Progress | None = None) -> Results:
-    """Every (policy, seed) run of ``plan``, in up to ``jobs`` processes (default: one per core)."""
+    """Every (policy, seed) run of ``plan``, in up to ``jobs`` processes (default: one per core).
+
+    Raises ``ValueError`` before any run starts if the protocol cannot run on ``scn``.
+    """
+    protocols.check(scn, plan.protocol)
     tasks = [(policy, seed) for policy in plan.policies for seed in plan.seeds]
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
     done: list[protocols.RunResult] = []

@@ -50,8 +50,9 @@ class RunResult:
 class _Curve:
     """Allocation recorded after every event, bucketed by arrived demand (README step 9).
 
-    On a small cluster one large pod can move arrived demand past whole buckets; a skipped
-    bucket gets the allocation from before that pod, the state while demand passed through it.
+    On a small cluster one large pod can move arrived demand past whole buckets; a bucket that
+    never gets an event of its own takes the allocation from before the first pod that jumped
+    over it, the state while demand passed through it.
     The openb trace never skips (its largest pod is 0.13% of capacity).
     """
 
@@ -59,7 +60,8 @@ class _Curve:
         self.capacity = capacity_milli
         self.sums: dict[int, float] = {}
         self.counts: dict[int, int] = {}
-        self.last: tuple[int, float] | None = None
+        self.passed: dict[int, float] = {}  # skipped buckets: the allocation while demand passed
+        self.last = (0, 0.0)  # (bucket, allocation %) of the previous event; nothing arrived yet
 
     def bucket(self, arrived_milli: int) -> int:
         return round(arrived_milli / self.capacity * 100)
@@ -67,16 +69,17 @@ class _Curve:
     def record(self, arrived_milli: int, allocated_milli: int) -> None:
         bucket = self.bucket(arrived_milli)
         alloc = round(allocated_milli / self.capacity * 100, 2)
-        if self.last is not None:
-            previous, before = self.last
-            for skipped in range(previous + 1, bucket):
-                self.sums[skipped], self.counts[skipped] = before, 1
+        previous, before = self.last
+        for skipped in range(previous + 1, bucket):
+            self.passed.setdefault(skipped, before)
         self.sums[bucket] = self.sums.get(bucket, 0.0) + alloc
         self.counts[bucket] = self.counts.get(bucket, 0) + 1
         self.last = (bucket, alloc)
 
     def means(self) -> dict[int, float]:
-        return {b: self.sums[b] / self.counts[b] for b in sorted(self.sums)}
+        """Mean allocation per bucket; a bucket with no event of its own gets its passed value."""
+        means = {**self.passed, **{b: self.sums[b] / self.counts[b] for b in self.sums}}
+        return dict(sorted(means.items()))
 
 
 def fgd_arrivals(
@@ -99,7 +102,9 @@ def fgd_arrivals(
             demand -= arrivals.pop(rng.randrange(len(arrivals))).milli
         return arrivals
     copies = 0
-    while ordered:
+    if not any(p.milli for p in ordered):
+        return arrivals  # no draw could ever reach the target: nothing to tune
+    while True:
         drawn = ordered[rng.randrange(len(ordered))]
         if demand + drawn.milli_per_card > target:
             break
@@ -134,6 +139,19 @@ def _decide(policy: scoring.Policy, pod: workload.PodRequest) -> tuple[scoring.P
     return placement, time.perf_counter_ns() - start
 
 
+def check(scn: scenario_.Scenario, protocol: str) -> None:
+    """Raise ``ValueError`` if ``protocol`` cannot run on ``scn``, naming what is missing."""
+    if scn.capacity_milli == 0:
+        raise ValueError("the cluster has no healthy cards: nothing to place on")
+    if protocol == "replay":
+        untimed = [p.request.name for p in scn.pods if p.created is None]
+        if untimed:
+            raise ValueError(
+                f"replay needs creation times; {len(untimed)} pods have none (first: {untimed[0]}); "
+                "use --protocol fgd for traces without times"
+            )
+
+
 def run_fgd(
     scn: scenario_.Scenario,
     policy_name: str,
@@ -142,7 +160,8 @@ def run_fgd(
     tune: float = 1.3,
     tick: Callable[[], None] | None = None,
 ) -> RunResult:
-    """One seed of the FGD protocol (README steps 1-9)."""
+    """One seed of the FGD protocol (README steps 1-9). Raises ``ValueError`` as ``check``."""
+    check(scn, "fgd")
     requests = scn.requests()
     rng = random.Random(seed)
     capacity = scn.capacity_milli
@@ -194,9 +213,7 @@ def run_replay(
 
     Raises ``ValueError`` if a pod has no creation time.
     """
-    untimed = [p.request.name for p in scn.pods if p.created is None]
-    if untimed:
-        raise ValueError(f"replay needs creation times; {len(untimed)} pods have none (first: {untimed[0]})")
+    check(scn, "replay")
     requests = scn.requests()
     rng = random.Random(seed)
     capacity = scn.capacity_milli
@@ -207,12 +224,13 @@ def run_replay(
     # Every policy's fragmentation is reported in one measure: FGD's, over FGD's profile.
     fragmentation = fgd.Fragmentation(workload.typical_tasks(requests))
 
-    # (time, 0 = departure first, order, pod); departures carry the pod so its demand leaves.
+    # (time, phase, order, pod). At one time stamp: departures of older pods (phase 0), then
+    # arrivals (1), then pods that leave at the moment they arrive (2).
     events: list[tuple[float, int, int, scenario_.TracePod]] = []
     for k, p in enumerate(sorted(scn.pods, key=lambda p: (p.created, p.request.name))):
         events.append((p.created, 1, k, p))  # type: ignore[arg-type]
         if p.deleted is not None and p.deleted >= p.created:  # type: ignore[operator]
-            events.append((p.deleted, 0, k, p))
+            events.append((p.deleted, 0 if p.deleted > p.created else 2, k, p))  # type: ignore[operator]
     events.sort(key=lambda e: e[:3])
 
     curve = _Curve(capacity)
@@ -223,12 +241,12 @@ def run_replay(
     last_arrival = max((p.created for p in scn.pods), default=0.0)
     peak_bucket_seen = False
     fragmented: float | None = None
-    for when, arriving, _, p in events:
+    for when, phase, _, p in events:
         if when <= last_arrival:
             area += ledger.allocated_milli * (when - last_time)
             last_time = when
         pod = p.request
-        if not arriving:
+        if phase != 1:
             offered -= pod.milli
             if pod.name in ledger:
                 ledger.release(pod.name)
