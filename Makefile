@@ -20,5 +20,9 @@ test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest
 
+bench: $(STAMP)
+	$(VENV)/bin/python bench/fgd_protocol.py --out bench/results/fgd_protocol.md
+	$(VENV)/bin/python bench/decision_speed.py --out bench/results/decision_speed.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache
