@@ -39,8 +39,6 @@ class RunResult:
     curve: dict[int, float]
     decisions_ns: np.ndarray
     fragmented_milli: float | None
-    kpi_prefix: int
-    """How many pods had arrived at the end of the KPI(100) window (for the bound)."""
     alloc_time_mean_pct: float | None = None
 
     def kpi(self, point: int) -> float | None:
@@ -133,6 +131,19 @@ def tie_break_rank(n: int, rng: random.Random) -> np.ndarray:
     return rank
 
 
+def _start(
+    scn: scenario_.Scenario, policy_name: str, seed: int, rng: random.Random
+) -> tuple[ledger_.Ledger, scoring.Policy, fgd.Fragmentation]:
+    """An empty ledger, the policy with its tie-break rank drawn from ``rng``, and the measure
+    every policy's fragmentation is reported in (FGD's, over FGD's profile)."""
+    requests = scn.requests()
+    rank = tie_break_rank(len(scn.cluster), rng)
+    ledger = ledger_.Ledger(scn.cluster)
+    context = scoring.Context(profile=policies.profile(policy_name, requests), rank=rank, seed=seed)
+    policy = policies.create(policy_name, ledger, context)
+    return ledger, policy, fgd.Fragmentation(workload.typical_tasks(requests))
+
+
 def _decide(policy: scoring.Policy, pod: workload.PodRequest) -> tuple[scoring.Placement | None, int]:
     start = time.perf_counter_ns()
     placement = policy.place(pod)
@@ -166,12 +177,7 @@ def run_fgd(
     rng = random.Random(seed)
     capacity = scn.capacity_milli
     arrivals = fgd_arrivals(requests, capacity, tune, rng)
-    rank = tie_break_rank(len(scn.cluster), rng)
-    ledger = ledger_.Ledger(scn.cluster)
-    context = scoring.Context(profile=policies.profile(policy_name, requests), rank=rank, seed=seed)
-    policy = policies.create(policy_name, ledger, context)
-    # Every policy's fragmentation is reported in one measure: FGD's, over FGD's profile.
-    fragmentation = fgd.Fragmentation(workload.typical_tasks(requests))
+    ledger, policy, fragmentation = _start(scn, policy_name, seed, rng)
 
     curve = _Curve(capacity)
     decisions = np.empty(len(arrivals), dtype=np.int64)
@@ -192,7 +198,7 @@ def run_fgd(
             tick()
     if fragmented is None:
         fragmented = _fragmented_milli(ledger, fragmentation)
-    return RunResult(policy_name, seed, len(arrivals), failed, curve.means(), decisions, fragmented, window_end)
+    return RunResult(policy_name, seed, len(arrivals), failed, curve.means(), decisions, fragmented)
 
 
 def run_replay(
@@ -214,15 +220,8 @@ def run_replay(
     Raises ``ValueError`` if a pod has no creation time.
     """
     check(scn, "replay")
-    requests = scn.requests()
-    rng = random.Random(seed)
     capacity = scn.capacity_milli
-    rank = tie_break_rank(len(scn.cluster), rng)
-    ledger = ledger_.Ledger(scn.cluster)
-    context = scoring.Context(profile=policies.profile(policy_name, requests), rank=rank, seed=seed)
-    policy = policies.create(policy_name, ledger, context)
-    # Every policy's fragmentation is reported in one measure: FGD's, over FGD's profile.
-    fragmentation = fgd.Fragmentation(workload.typical_tasks(requests))
+    ledger, policy, fragmentation = _start(scn, policy_name, seed, random.Random(seed))
 
     # (time, phase, order, pod). At one time stamp: departures of older pods (phase 0), then
     # arrivals (1), then pods that leave at the moment they arrive (2).
@@ -277,7 +276,6 @@ def run_replay(
         curve.means(),
         np.asarray(decisions, dtype=np.int64),
         fragmented,
-        kpi_prefix=0,
         alloc_time_mean_pct=mean_pct,
     )
 

@@ -139,31 +139,24 @@ class _Row:
 
 
 def _openb_node(row: _Row) -> nodes.Node:
-    node_name = row.name("sn")
-    cpu_milli = row.whole("cpu_milli")
-    memory_mib = row.whole("memory_mib")
-    count = row.whole("gpu")
-    model = row.text("model")
-    if count > inputs.MAX_CARDS_PER_NODE:
-        raise row.error("gpu", f"must be at most {inputs.MAX_CARDS_PER_NODE} cards per node, got {count}")
-    if count and not model:
-        raise row.error("model", f"must name the card model when gpu is {count}; leave gpu 0 for a CPU-only node")
-    return _node(row, node_name, cpu_milli, memory_mib, model, count)
+    return _node(row, row.name("sn"), row.whole("cpu_milli"), row.whole("memory_mib"), "model", "gpu")
 
 
 def _spot_node(row: _Row) -> nodes.Node:
-    number = row.whole("node_name")
     cores = row.whole("cpu_num")
-    count = row.whole("gpu_capacity_num")
-    model = row.text("gpu_model")
+    name = f"spot-{row.whole('node_name'):04d}"
+    return _node(row, name, cores * 1000, cores * SPOT_MEMORY_MIB_PER_CORE, "gpu_model", "gpu_capacity_num")
+
+
+def _node(row: _Row, name: str, cpu_milli: int, memory_mib: int, model_column: str, count_column: str) -> nodes.Node:
+    count = row.whole(count_column)
+    model = row.text(model_column)
     if count > inputs.MAX_CARDS_PER_NODE:
-        raise row.error("gpu_capacity_num", f"must be at most {inputs.MAX_CARDS_PER_NODE} cards per node, got {count}")
+        raise row.error(count_column, f"must be at most {inputs.MAX_CARDS_PER_NODE} cards per node, got {count}")
     if count and not model:
-        raise row.error("gpu_model", f"must name the card model when gpu_capacity_num is {count}")
-    return _node(row, f"spot-{number:04d}", cores * 1000, cores * SPOT_MEMORY_MIB_PER_CORE, model, count)
-
-
-def _node(row: _Row, name: str, cpu_milli: int, memory_mib: int, model: str, count: int) -> nodes.Node:
+        raise row.error(
+            model_column, f"must name the card model when {count_column} is {count}; leave it 0 for a CPU-only node"
+        )
     try:
         cards = devices.cards(model, count) if count else ()
         return nodes.Node(name=name, cpu_milli=cpu_milli, memory_mib=memory_mib, devices=cards)
