@@ -20,9 +20,8 @@ class PodRequest:
     """One pod's request.
 
     ``cards`` cards, each with ``milli_per_card`` milli-cards (1000 = exclusive; 0 with cards
-    means whole cards) and
-    ``device_memory_mib`` of device memory. A *sharing* (fractional) pod asks for one card with
-    less than 1000 milli. ``models`` lists the card models allowed (empty: any). ``resource``
+    means whole cards) and ``device_memory_mib`` of device memory. A *sharing* (fractional) pod
+    asks for one card with less than 1000 milli. ``models`` lists the card models allowed (empty: any). ``resource``
     names the vendor resource (``nvidia.com/gpu``, ``huawei.com/Ascend910``); ``None`` accepts
     any. ``gang`` and ``role`` name the gang and pod set the pod belongs to, if any.
 

@@ -58,6 +58,11 @@ class Cluster:
     def total_cards(self) -> int:
         return sum(n.card_count for n in self.nodes)
 
+    @property
+    def capacity_milli(self) -> int:
+        """Healthy card capacity of all nodes, in milli-cards."""
+        return sum(n.capacity_milli for n in self.nodes)
+
     def models(self) -> list[str]:
         """The card models present, sorted."""
         return sorted({n.model for n in self.nodes if n.model})

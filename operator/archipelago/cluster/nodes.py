@@ -113,3 +113,8 @@ class Node:
     @property
     def card_count(self) -> int:
         return len(self.devices)
+
+    @property
+    def capacity_milli(self) -> int:
+        """Card capacity in milli-cards; unhealthy cards count for nothing."""
+        return devices.MILLI_PER_CARD * sum(d.healthy for d in self.devices)

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from archipelago import workload
-from archipelago.cluster import devices
 from archipelago.cluster import ledger as ledger_
 from archipelago.policies import fgd, scoring
 
@@ -36,7 +35,7 @@ and never on the benchmark seeds 42-51.
 """
 
 
-class ResourceFragmentation:
+class ResourceFragmentation(fgd.Fragmentation):
     """F(node) in milli-cards: the free card capacity the typical tasks cannot use.
 
     For each typical task t (weight p_t, ``cards_t`` cards of ``milli_t``, cpu ``cpu_t``,
@@ -52,35 +51,15 @@ class ResourceFragmentation:
     """
 
     def __init__(self, profile: Sequence[workload.TypicalTask], single_weight: float = SINGLE_WEIGHT) -> None:
-        self.profile = tuple(profile)
+        super().__init__(profile)
         self.single_weight = single_weight
-        self._per_model: dict[str | None, tuple[tuple[int, int, int, int, float], ...]] = {}
-        self._memo: dict[tuple, float] = {}
 
-    def _shapes(self, model: str | None) -> tuple[tuple[int, int, int, int, float], ...]:
-        shapes = self._per_model.get(model)
-        if shapes is None:
-            shapes = tuple(
-                (t.milli_per_card, t.cards, t.cpu_milli, t.memory_mib, t.weight)
-                for t in self.profile
-                if t.cards and t.runs_on(model)
-            )
-            self._per_model[model] = shapes
-        return shapes
-
-    def of(self, model: str | None, cpu_free: int, memory_free: int, card_free: Sequence[int]) -> float:
-        ordered = tuple(sorted(card_free))
-        key = (model, cpu_free, memory_free, ordered)
-        value = self._memo.get(key)
-        if value is None:
-            value = self._memo[key] = self._compute(model, cpu_free, memory_free, ordered)
-        return value
+    def _key(self, model: str | None, cpu_free: int, memory_free: int, ordered: tuple[int, ...]) -> tuple:
+        return (model, cpu_free, memory_free, ordered)
 
     def _compute(self, model: str | None, cpu_free: int, memory_free: int, ordered: tuple[int, ...]) -> float:
         n = len(ordered)
-        suffix = [0] * (n + 1)
-        for k in range(n - 1, -1, -1):
-            suffix[k] = suffix[k + 1] + ordered[k]
+        suffix = fgd.suffix_sums(ordered)
         w = self.single_weight
         usable = 0.0
         for milli, cards, cpu, memory, weight in self._shapes(model):
@@ -119,7 +98,7 @@ class Archipelago(fgd.FGD):
     def profile(cls, requests: Sequence[workload.PodRequest]) -> tuple[workload.TypicalTask, ...]:
         return workload.typical_tasks(requests, demand_coverage=DEMAND_COVERAGE)
 
-    def measure(self, profile: Sequence[workload.TypicalTask]) -> ResourceFragmentation:  # type: ignore[override]
+    def measure(self, profile: Sequence[workload.TypicalTask]) -> ResourceFragmentation:
         return ResourceFragmentation(profile)
 
     def whole_cards(self, i: int, usable: list[int], count: int) -> tuple[int, ...]:
@@ -165,5 +144,5 @@ def _islands(ledger: ledger_.Ledger) -> tuple[np.ndarray | None, np.ndarray]:
     capacity = np.zeros(len(domains))
     for k, members in enumerate(domains.values()):
         island[members] = k
-        capacity[k] = sum(devices.MILLI_PER_CARD for i in members for d in cluster.nodes[i].devices if d.healthy)
+        capacity[k] = sum(cluster.nodes[i].capacity_milli for i in members)
     return island, capacity

@@ -25,46 +25,61 @@ class Fragmentation:
     free milli otherwise. Because the weights sum to 1, this equals
     ``sum(f) - sum over fitting t of p_t * (free milli on cards with f_i >= milli_t)``.
 
-    Results are memoised on (model, cpu, sorted free cards); units are milli-cards.
+    Results are memoised on (model, cpu, sorted free cards); units are milli-cards. Subclasses
+    change the formula (``_compute``) and what the memo tells apart (``_key``).
     """
 
     def __init__(self, profile: Sequence[workload.TypicalTask]) -> None:
         self.profile = tuple(profile)
-        self._per_model: dict[str | None, tuple[tuple[int, int, int, float], ...]] = {}
+        self._per_model: dict[str | None, tuple[Shape, ...]] = {}
         self._memo: dict[tuple, float] = {}
 
-    def _shapes(self, model: str | None) -> tuple[tuple[int, int, int, float], ...]:
+    def _shapes(self, model: str | None) -> tuple[Shape, ...]:
+        """The card-using typical tasks allowed on ``model``, as plain tuples for speed."""
         shapes = self._per_model.get(model)
         if shapes is None:
             shapes = tuple(
-                (t.milli_per_card, t.cards, t.cpu_milli, t.weight) for t in self.profile if t.cards and t.runs_on(model)
+                (t.milli_per_card, t.cards, t.cpu_milli, t.memory_mib, t.weight)
+                for t in self.profile
+                if t.cards and t.runs_on(model)
             )
             self._per_model[model] = shapes
         return shapes
 
     def of(self, model: str | None, cpu_free: int, memory_free: int, card_free: Sequence[int]) -> float:
-        """F in milli-cards. ``memory_free`` is accepted for a common signature and ignored."""
         ordered = tuple(sorted(card_free))
-        key = (model, cpu_free, ordered)
+        key = self._key(model, cpu_free, memory_free, ordered)
         value = self._memo.get(key)
         if value is None:
-            value = self._memo[key] = self._compute(model, cpu_free, ordered)
+            value = self._memo[key] = self._compute(model, cpu_free, memory_free, ordered)
         return value
 
-    def _compute(self, model: str | None, cpu_free: int, ordered: tuple[int, ...]) -> float:
+    def _key(self, model: str | None, cpu_free: int, memory_free: int, ordered: tuple[int, ...]) -> tuple:
+        return (model, cpu_free, ordered)  # FGD ignores memory
+
+    def _compute(self, model: str | None, cpu_free: int, memory_free: int, ordered: tuple[int, ...]) -> float:
         n = len(ordered)
-        # suffix[k] = sum(ordered[k:]): the free milli on cards at or above a threshold.
-        suffix = [0] * (n + 1)
-        for k in range(n - 1, -1, -1):
-            suffix[k] = suffix[k + 1] + ordered[k]
+        suffix = suffix_sums(ordered)
         usable = 0.0
-        for milli, cards, cpu, weight in self._shapes(model):
+        for milli, cards, cpu, _memory, weight in self._shapes(model):
             if cpu_free < cpu:
                 continue
             k = bisect.bisect_left(ordered, milli)
             if n - k >= cards:
                 usable += weight * suffix[k]
         return suffix[0] - usable
+
+
+Shape = tuple[int, int, int, int, float]
+"""A typical task as (milli per card, cards, cpu milli, memory MiB, weight)."""
+
+
+def suffix_sums(ordered: Sequence[int]) -> list[int]:
+    """``suffix[k] = sum(ordered[k:])``: the free milli on the cards at or above a threshold."""
+    suffix = [0] * (len(ordered) + 1)
+    for k in range(len(ordered) - 1, -1, -1):
+        suffix[k] = suffix[k + 1] + ordered[k]
+    return suffix
 
 
 def sigmoid_score(before: float, after: float) -> int:

@@ -102,7 +102,7 @@ def build(seed: int = 7, demand: float = 1.25) -> scenario.Scenario:
     rng = random.Random(seed)
     kinds = _kinds()
     built = cluster()
-    capacity = built.total_cards * devices.MILLI_PER_CARD
+    capacity = built.capacity_milli
     pods: list[scenario.TracePod] = []
     total = 0
     clock = 0.0

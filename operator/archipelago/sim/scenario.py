@@ -6,7 +6,6 @@ import dataclasses
 
 from archipelago import cluster as cluster_
 from archipelago import workload
-from archipelago.cluster import devices
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,7 +32,7 @@ class Scenario:
     @property
     def capacity_milli(self) -> int:
         """Healthy cards of the cluster, in milli-cards."""
-        return sum(devices.MILLI_PER_CARD for n in self.cluster.nodes for d in n.devices if d.healthy)
+        return self.cluster.capacity_milli
 
     def requests(self) -> list[workload.PodRequest]:
         return [p.request for p in self.pods]
