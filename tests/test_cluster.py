@@ -285,12 +285,31 @@ def test_pods_differing_only_in_name_and_priority_share_a_fit_key():
     assert a.fit_key != make_pod(name="d", cards=2, models={"H800"}, node_selector={"z": "1"}).fit_key
 
 
-def test_gang_needs_min_member_between_one_and_its_size():
-    pods = (make_pod(name="a"), make_pod(name="b"))
-    assert workload.Gang("g", pods, min_member=2).min_member == 2
-    for bad in (0, 3):
+def test_gang_needs_min_member_between_what_its_pod_sets_keep_and_its_size():
+    launcher = workload.PodSet("launcher", 1, make_pod(name="l"))
+    workers = workload.PodSet("worker", 4, make_pod(name="w", cards=8))
+    assert workload.Gang("g", (launcher, workers)).min_member == 5
+    elastic = workload.Gang("g", (launcher, workers), min_member=3)
+    assert elastic.elastic and elastic.lower_bounds() == (1, 2)
+    for bad in (0, 6):
         with pytest.raises(ValueError, match="min_member"):
-            workload.Gang("g", pods, min_member=bad)
+            workload.Gang("g", (launcher, workers), min_member=bad)
+
+
+def test_gang_pods_are_named_after_gang_role_and_index_and_carry_its_priority():
+    gang = workload.Gang("job", (workload.PodSet("worker", 2, make_pod(cards=4)),), priority=7)
+    assert [(p.name, p.gang, p.role, p.priority) for p in gang.pods()] == [
+        ("job-worker-0", "job", "worker", 7),
+        ("job-worker-1", "job", "worker", 7),
+    ]
+    assert gang.cards == 8 and gang.milli == 8000
+
+
+def test_ascend_rings_admit_one_two_four_or_eight_cards_and_eight_per_pod_beyond_a_server():
+    rules = devices.model("Ascend910").links
+    assert [rules.admits(n, n, 8) is None for n in (1, 2, 3, 4, 8)] == [True, True, False, True, True]
+    assert rules.admits(8, 64, 8) is None
+    assert "8 cards per pod" in rules.admits(4, 16, 8)
 
 
 # --- typical tasks -----------------------------------------------------------------------

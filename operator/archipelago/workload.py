@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import functools
 import types
 from collections.abc import Iterable, Mapping
@@ -88,20 +89,133 @@ class PodRequest:
         )
 
 
+LINK_GROUP = "archipelago.dev/link-group"
+"""The pseudo topology level inside a node: one NVLink domain or HCCS ring."""
+
+
+class TopologyMode(enum.StrEnum):
+    REQUIRED = "required"
+    PREFERRED = "preferred"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopologyRequest:
+    """Where a gang's pods should sit together.
+
+    ``level`` is a topology label key (``archipelago.dev/island``, ``archipelago.dev/spine``),
+    ``kubernetes.io/hostname`` for one node, or ``LINK_GROUP`` for one link group of one node.
+    ``required``: every pod in one domain of that level, or the gang waits. ``preferred``: the
+    solver pays a penalty for every domain beyond the first.
+    """
+
+    level: str
+    mode: TopologyMode = TopologyMode.PREFERRED
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", TopologyMode(self.mode))
+
+    @property
+    def required(self) -> bool:
+        return self.mode is TopologyMode.REQUIRED
+
+
+@dataclasses.dataclass(frozen=True)
+class PodSet:
+    """``count`` pods of one role (launcher, worker), each asking for ``request``.
+
+    ``min_count`` is the fewest pods of this set an admitted gang runs with; ``None`` lets
+    the gang decide (see ``Gang``). Raises ``ValueError`` naming the field for a count below 1
+    or a ``min_count`` outside ``0..count``.
+    """
+
+    role: str
+    count: int
+    request: PodRequest
+    min_count: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"pod set {self.role!r}: count must be at least 1, got {self.count}")
+        if self.min_count is not None and not 0 <= self.min_count <= self.count:
+            raise ValueError(f"pod set {self.role!r}: min_count must be in 0..{self.count}, got {self.min_count}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Gang:
-    """Pods that run together or not at all: at least ``min_member`` of ``pods`` must be placed.
+    """Pods that run together or not at all.
 
-    Raises ``ValueError`` unless ``1 <= min_member <= len(pods)``.
+    An admitted gang runs at least ``min_member`` pods (Volcano's ``minMember``; ``None``: all
+    of them) and at least ``min_count`` pods of each pod set. A pod set without ``min_count``
+    keeps all its pods, except the last one (by convention the workers), which gives up what
+    ``min_member`` allows. ``priority`` is the PriorityClass value; only ``preemptible`` gangs
+    can be preempted, and only by gangs of higher priority. ``queued_at`` (seconds) orders
+    gangs of equal priority, first come first served.
+
+    Raises ``ValueError`` naming the field for an empty gang, duplicate roles, or a
+    ``min_member`` outside ``sum(lower bounds)..size``.
     """
 
     name: str
-    pods: tuple[PodRequest, ...]
-    min_member: int
+    pod_sets: tuple[PodSet, ...]
+    min_member: int | None = None
+    priority: int = 0
+    preemptible: bool = False
+    topology: TopologyRequest | None = None
+    queued_at: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_member <= len(self.pods):
-            raise ValueError(f"min_member must be between 1 and {len(self.pods)}, got {self.min_member}")
+        object.__setattr__(self, "pod_sets", tuple(self.pod_sets))
+        if not self.pod_sets:
+            raise ValueError(f"gang {self.name}: pod_sets must hold at least one pod set")
+        roles = [s.role for s in self.pod_sets]
+        if len(set(roles)) != len(roles):
+            raise ValueError(f"gang {self.name}: pod set roles must be distinct, got {roles}")
+        member = self.size if self.min_member is None else self.min_member
+        fixed = sum(s.count if s.min_count is None else s.min_count for s in self.pod_sets[:-1])
+        if not 1 <= member <= self.size or member < fixed + (self.pod_sets[-1].min_count or 0):
+            raise ValueError(
+                f"gang {self.name}: min_member must be between {max(1, fixed)} (the pods the pod sets keep) "
+                f"and {self.size} (all pods), got {member}"
+            )
+        object.__setattr__(self, "min_member", member)
+
+    @property
+    def size(self) -> int:
+        """Pods in the gang when it runs whole."""
+        return sum(s.count for s in self.pod_sets)
+
+    @property
+    def cards(self) -> int:
+        """Cards the whole gang holds (a fractional pod counts one card)."""
+        return sum(s.count * s.request.cards for s in self.pod_sets)
+
+    @property
+    def milli(self) -> int:
+        """Card demand of the whole gang in milli-cards."""
+        return sum(s.count * s.request.milli for s in self.pod_sets)
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_member < self.size  # type: ignore[operator]
+
+    def lower_bounds(self) -> tuple[int, ...]:
+        """The fewest pods of each pod set an admitted gang runs with."""
+        bounds = [s.count if s.min_count is None else s.min_count for s in self.pod_sets]
+        last = self.pod_sets[-1]
+        if last.min_count is None:
+            bounds[-1] = max(0, self.min_member - sum(bounds[:-1]))  # type: ignore[operator]
+        return tuple(bounds)
+
+    def pod(self, pod_set: PodSet, index: int) -> PodRequest:
+        """Pod ``index`` of ``pod_set``, named ``<gang>-<role>-<index>``."""
+        return dataclasses.replace(
+            pod_set.request, name=f"{self.name}-{pod_set.role}-{index}", priority=self.priority, gang=self.name,
+            role=pod_set.role,
+        )
+
+    def pods(self) -> tuple[PodRequest, ...]:
+        """Every pod of the gang, pod set by pod set."""
+        return tuple(self.pod(s, i) for s in self.pod_sets for i in range(s.count))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

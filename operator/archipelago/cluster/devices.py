@@ -27,27 +27,49 @@ class Fabric(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LinkTopology:
-    """How the cards of one server are wired into link groups.
+    """How the cards of one server are wired into link groups, and the pod shapes that suit them.
 
     Cards ``[k * group_size, (k + 1) * group_size)`` form link group ``k``. Examples: an HGX
     board joins 8 GPUs through NVSwitch (``group_size=8``); an Ascend 910 server has two HCCS
-    rings of 4 (``group_size=4``, ``strict=True``, Huawei's "Ascend 910 affinity rules");
-    PCIe-only cards have no peer links (``group_size=1``).
+    rings of 4 (``group_size=4``, ``strict=True``); PCIe-only cards have no peer links
+    (``group_size=1``).
 
     ``strict`` means a multi-card pod that fits inside one group must sit inside one group;
-    otherwise staying inside one group is only preferred.
+    otherwise staying inside one group is only preferred. ``pod_sizes`` lists the card counts a
+    pod may ask for on this model (empty: any). ``large_pod`` is the card count every pod must
+    take when a gang needs more cards than one server holds (0: no rule). Both are Huawei's
+    Ascend 910 affinity rules: 1, 2 or 4 cards inside one HCCS ring, 8 as a whole server, and
+    more than 8 only in multiples of 8 with 8 per pod (Ascend "Affinity scheduling" guide for
+    the Ascend device plugin and Volcano).
     """
 
     fabric: Fabric
     group_size: int
     strict: bool = False
+    pod_sizes: frozenset[int] = frozenset()
+    large_pod: int = 0
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
             raise ValueError(f"group_size must be at least 1, got {self.group_size}")
+        object.__setattr__(self, "pod_sizes", frozenset(self.pod_sizes))
+        if any(size < 1 for size in self.pod_sizes) or self.large_pod < 0:
+            raise ValueError("pod_sizes must be positive card counts and large_pod must not be negative")
 
     def group_of(self, card: int) -> int:
         return card // self.group_size
+
+    def admits(self, cards: int, gang_cards: int, node_cards: int) -> str | None:
+        """Why a pod of ``cards`` cards in a gang of ``gang_cards`` cards breaks the rules, or None.
+
+        ``node_cards`` is the card count of one server of this model.
+        """
+        if self.pod_sizes and cards not in self.pod_sizes:
+            sizes = ", ".join(str(s) for s in sorted(self.pod_sizes))
+            return f"a pod takes {sizes} cards, not {cards}"
+        if self.large_pod and gang_cards > node_cards and cards != self.large_pod:
+            return f"a gang of more than {node_cards} cards takes {self.large_pod} cards per pod, not {cards}"
+        return None
 
 
 PCIE_ONLY = LinkTopology(Fabric.PCIE, group_size=1)
@@ -70,8 +92,10 @@ class DeviceModel:
 
 _NVIDIA = "nvidia.com/gpu"
 _NVLINK8 = LinkTopology(Fabric.NVLINK, group_size=8)
-_HCCS_RINGS = LinkTopology(Fabric.HCCS, group_size=4, strict=True)
-_HCCS_DOMAINS8 = LinkTopology(Fabric.HCCS, group_size=8, strict=True)
+_HCCS_RINGS = LinkTopology(Fabric.HCCS, group_size=4, strict=True, pod_sizes=frozenset({1, 2, 4, 8}), large_pod=8)
+_HCCS_DOMAINS8 = LinkTopology(
+    Fabric.HCCS, group_size=8, strict=True, pod_sizes=frozenset({1, 2, 4, 8, 16}), large_pod=16
+)
 
 # Memory figures are the vendors' data-sheet values (GiB x 1024).
 CATALOGUE: dict[str, DeviceModel] = {

@@ -73,6 +73,23 @@ class Ledger:
         self._allocations: dict[str, Allocation] = {}
         self._on_node: list[dict[str, Allocation]] = [{} for _ in nodes]
 
+    def copy(self) -> Ledger:
+        """An independent ledger with the same allocations (for trying a plan without committing it)."""
+        other = object.__new__(Ledger)
+        other.cluster = self.cluster
+        other.cpu_free = list(self.cpu_free)
+        other.memory_free = list(self.memory_free)
+        other.card_free = [list(c) for c in self.card_free]
+        other.card_memory_free = [list(c) for c in self.card_memory_free]
+        other.free_milli = self.free_milli.copy()
+        other.capacity_milli = self.capacity_milli
+        other.allocated_milli = self.allocated_milli
+        other.generation = self.generation
+        other.node_generation = self.node_generation.copy()
+        other._allocations = dict(self._allocations)
+        other._on_node = [dict(d) for d in self._on_node]
+        return other
+
     def __contains__(self, pod: str) -> bool:
         return pod in self._allocations
 

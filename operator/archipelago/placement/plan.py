@@ -1,0 +1,156 @@
+"""What a scheduling cycle reads and what it returns, as plain values.
+
+Units: cards in whole cards, shares in milli-cards, time in seconds, lost work in
+card-seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+
+from archipelago import workload
+from archipelago.cluster import ledger as ledger_
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """How one cycle runs.
+
+    ``budget_s``: wall-clock budget of the whole cycle; the solver gets what is left after the
+    snapshot, the greedy hint and the model build. ``seed`` and ``workers`` make CP-SAT
+    repeatable: with one worker a given seed gives the same plan unless the wall-clock budget
+    cuts the search short. ``solver=False`` answers with the greedy placer alone;
+    ``preemption=False`` never evicts.
+    """
+
+    budget_s: float = 1.0
+    seed: int = 0
+    workers: int = 1
+    solver: bool = True
+    preemption: bool = True
+    island_penalty: int = 1
+    """Objective cost of each domain a ``preferred`` gang spans beyond its first."""
+
+    def __post_init__(self) -> None:
+        if self.budget_s <= 0:
+            raise ValueError(f"budget_s must be positive seconds, got {self.budget_s}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """A gang that holds allocations: its spec, the pods placed, and when it started.
+
+    ``checkpointed_at`` is the last checkpoint (seconds), if the job reports one: work since
+    then is what preemption loses.
+    """
+
+    gang: workload.Gang
+    pods: tuple[str, ...]
+    started_at: float = 0.0
+    checkpointed_at: float | None = None
+
+    def progress_since(self, now: float) -> float:
+        """Seconds of work that preempting the gang at ``now`` throws away."""
+        since = self.started_at if self.checkpointed_at is None else max(self.started_at, self.checkpointed_at)
+        return max(0.0, now - since)
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """The cluster as one cycle sees it. The cycle never mutates ``ledger``.
+
+    ``running`` maps gang name to ``Running`` for every gang whose pods the ledger holds;
+    ``now`` is the cycle's clock (seconds), injected so the simulator and the operator share
+    the code.
+    """
+
+    ledger: ledger_.Ledger
+    running: Mapping[str, Running] = dataclasses.field(default_factory=dict)
+    now: float = 0.0
+
+
+class ReasonCode(enum.StrEnum):
+    """Why a gang waits. PascalCase, machine-readable; the message carries the numbers."""
+
+    INVALID_SHAPE = "InvalidShape"
+    """A pod breaks its card model's link rules (an Ascend pod of 3 cards) on every allowed model."""
+    NO_MATCHING_NODES = "NoMatchingNodes"
+    """No node has an allowed model, matches the node selector and tolerates its taints."""
+    EXCEEDS_CLUSTER = "ExceedsCluster"
+    """More than every matching node holds, even empty."""
+    TOPOLOGY_TOO_SMALL = "TopologyTooSmall"
+    """A required domain: no domain of that level is big enough, even empty."""
+    INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+    """Not enough free capacity on matching nodes now."""
+    TOPOLOGY_FRAGMENTED = "TopologyFragmented"
+    """Enough free capacity in all, but no single domain of the required level holds the gang."""
+    NODE_FRAGMENTED = "NodeFragmented"
+    """Enough free cards in all, but spread so no node (or link group) holds a pod."""
+    PREEMPTION_INSUFFICIENT = "PreemptionInsufficient"
+    """Even evicting every lower-priority preemptible gang would not make room."""
+    HELD_FOR_HIGHER_PRIORITY = "HeldForHigherPriority"
+    """It would fit an empty queue, but gangs of higher (or equal, earlier) priority took the room."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Wait:
+    """Why ``gang`` stays pending this cycle: a reason code and a sentence with numbers."""
+
+    gang: str
+    code: ReasonCode
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Eviction:
+    """Pods of a running gang to evict so that higher-priority gangs fit.
+
+    ``whole``: the entire gang goes (and is requeued); otherwise an elastic gang shrinks to no
+    fewer than its ``min_member`` pods. ``lost_card_seconds`` is the work thrown away.
+    ``for_gang`` names the pending gang it makes room for.
+    """
+
+    gang: str
+    pods: tuple[str, ...]
+    whole: bool
+    lost_card_seconds: float
+    for_gang: str
+
+
+@dataclasses.dataclass
+class Stats:
+    """How the cycle went: timings (seconds) and what the solver added over its hint."""
+
+    seconds: float = 0.0
+    greedy_seconds: float = 0.0
+    build_seconds: float = 0.0
+    solve_seconds: float = 0.0
+    solver_status: str = "skipped"
+    greedy_objective: int = 0
+    solver_objective: int = 0
+    variables: int = 0
+    used: str = "greedy"
+    """Which answer the plan carries: ``greedy`` or ``solver`` (never worse than greedy)."""
+
+
+@dataclasses.dataclass
+class Plan:
+    """The outcome of one cycle.
+
+    ``placed`` maps gang name to the allocations of its pods (at least ``min_member`` of them);
+    ``evictions`` must happen before those placements; ``waiting`` gives every pending gang not
+    placed its reason.
+    """
+
+    placed: dict[str, tuple[ledger_.Allocation, ...]] = dataclasses.field(default_factory=dict)
+    evictions: list[Eviction] = dataclasses.field(default_factory=list)
+    waiting: dict[str, Wait] = dataclasses.field(default_factory=dict)
+    stats: Stats = dataclasses.field(default_factory=Stats)
+
+    @property
+    def pods_placed(self) -> int:
+        return sum(len(allocations) for allocations in self.placed.values())
