@@ -1,0 +1,93 @@
+"""One scheduling cycle: from a snapshot and the pending gangs to a checked plan.
+
+The operator and the simulator both call ``run``; it reads nothing global (the clock comes
+in the snapshot) and never mutates the snapshot. Steps:
+
+1. order the queue (priority, then arrival);
+2. place greedily on a private copy of the ledger: the hint and the fallback;
+3. improve with CP-SAT in the time left, unless the greedy plan is already best possible,
+   and keep whichever plan scores better (``objective.Score``);
+4. for gangs still waiting, in queue order, search the cheapest preemption while time lasts;
+5. explain every gang that still waits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from archipelago import workload
+from archipelago.placement import explain, greedy, model, objective, plan, pools, preempt
+
+
+def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.Config) -> plan.Plan:
+    """Decide which of ``pending`` run now, where, and whom they preempt; explain the rest.
+
+    Raises ``ValueError`` if a pending gang's name is also running or appears twice.
+    """
+    started = time.perf_counter()
+    stats = plan.Stats()
+
+    # 1. The queue.
+    queue = greedy.order(pending)
+    names = [g.name for g in queue]
+    if len(set(names)) != len(names) or set(names) & snapshot.running.keys():
+        raise ValueError("pending gangs must have distinct names that are not running")
+    by_name = {g.name: g for g in queue}
+    weights = objective.tier_weights(queue)
+
+    # 2. The greedy plan: hint and fallback.
+    hint_state = pools.State(snapshot.ledger.copy())
+    placed = greedy.run(hint_state, queue)
+    state = hint_state
+    best = objective.score(snapshot.ledger, by_name, placed, weights)
+    stats.greedy_objective = stats.solver_objective = best.value
+    stats.greedy_seconds = time.perf_counter() - started
+
+    # 3. The solver pass, when it can still gain something.
+    left = config.budget_s - (time.perf_counter() - started)
+    if config.solver and queue and left > 0.02 and not _best_possible(queue, placed, best):
+        solver_state = pools.State(snapshot.ledger.copy())
+        units = model.items(solver_state, queue, weights)
+        solution = model.solve(solver_state, units, placed, config, left * 0.9)
+        stats.solver_status, stats.variables = solution.status, solution.variables
+        stats.build_seconds, stats.solve_seconds = solution.build_seconds, solution.solve_seconds
+        if solution.counts:
+            decoded = model.decode(solver_state, units, solution)
+            score = objective.score(snapshot.ledger, by_name, decoded, weights)
+            stats.solver_objective = score.value
+            if score.key() > best.key():
+                placed, state, best, stats.used = decoded, solver_state, score, "solver"
+
+    # 4. Preemption for what still waits, highest priority first.
+    evictions: list[plan.Eviction] = []
+    evicted: set[str] = set()
+    tried: set[str] = set()
+    if config.preemption and snapshot.running:
+        for gang in queue:
+            left = config.budget_s - (time.perf_counter() - started)
+            if gang.name in placed or left <= 0.01:
+                continue
+            if not preempt.candidates(snapshot.running, gang, evicted):
+                continue
+            tried.add(gang.name)
+            outcome = preempt.search(state, snapshot, gang, evicted, config, left)
+            if outcome is not None:
+                evictions.extend(outcome.evictions)
+                evicted.update(e.gang for e in outcome.evictions)
+                placed[gang.name] = outcome.allocations
+
+    # 5. A reason for every gang that waits.
+    before = pools.State(snapshot.ledger.copy())
+    waiting = {
+        g.name: explain.reason(before, state, snapshot, g, preemption_tried=g.name in tried)
+        for g in queue
+        if g.name not in placed
+    }
+    stats.seconds = time.perf_counter() - started
+    return plan.Plan(dict(placed), evictions, waiting, stats)
+
+
+def _best_possible(queue: Sequence[workload.Gang], placed: dict, score: objective.Score) -> bool:
+    """Everything placed, no preferred gang spread and no server broken: nothing left to gain."""
+    return len(placed) == len(queue) and score.extra_domains == 0 and score.broken_nodes == 0

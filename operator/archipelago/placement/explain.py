@@ -1,0 +1,204 @@
+"""A reason code and a sentence with numbers for every gang left waiting.
+
+The checks run from the most permanent cause to the most passing one: a shape no card model
+admits, no matching node, a gang bigger than the cluster or than any domain it requires, then
+the state of this cycle (capacity taken by higher-priority gangs, not enough free cards even
+with preemption, a required domain too fragmented, cards free but scattered). The numbers
+count whole cards of the models the gang may use, on nodes it may use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+from archipelago import workload
+from archipelago.cluster import ledger as ledger_
+from archipelago.cluster import topology
+from archipelago.placement import fit, greedy, plan, pools, preempt
+from archipelago.policies import scoring
+
+Code = plan.ReasonCode
+
+
+@dataclasses.dataclass
+class _Need:
+    cards: int
+    what: str
+    unit: str
+    nodes: list[int]
+    level: str | None
+
+
+def reason(
+    before: pools.State,
+    after: pools.State,
+    snapshot: plan.Snapshot,
+    gang: workload.Gang,
+    *,
+    preemption_tried: bool,
+) -> plan.Wait:
+    """Why ``gang`` waits, given the state ``before`` this cycle's plan and ``after`` it.
+
+    ``before`` is used for a tentative placement and is left as it was.
+    """
+    cluster = before.ledger.cluster
+    wait = _static(cluster, gang)
+    if wait is not None:
+        return wait
+    need = _need(cluster, gang)
+    capacity = sum(_cards(cluster.nodes[i].capacity_milli) for i in need.nodes)
+    if need.cards > capacity:
+        return _wait(gang, Code.EXCEEDS_CLUSTER, f"needs {need.what}; matching nodes hold {capacity}{need.unit} in all")
+    domains = _domains(cluster, need)
+    if domains is not None:
+        largest, where = _largest(domains, lambda i: _cards(cluster.nodes[i].capacity_milli))
+        if need.cards > largest:
+            return _wait(
+                gang,
+                Code.TOPOLOGY_TOO_SMALL,
+                f"needs {need.what} in one {need.level}; the largest {need.level} has {largest}{need.unit} ({where})",
+            )
+    if _fits_alone(before, gang):
+        return _wait(
+            gang,
+            Code.HELD_FOR_HIGHER_PRIORITY,
+            f"needs {need.what}; it fits the free capacity, but gangs ahead of it in the queue "
+            "(higher priority, or equal priority and earlier) took it this cycle",
+        )
+    free = _free_cards(after.ledger)
+    victims = {pod for r in preempt.candidates(snapshot.running, gang, ()) for pod in r.pods}
+    held = _held(after.ledger, victims)
+    now = sum(free(i) for i in need.nodes)
+    if now < need.cards:
+        if held and preemption_tried:
+            total = sum(held.get(i, 0) for i in need.nodes)
+            return _wait(
+                gang,
+                Code.PREEMPTION_INSUFFICIENT,
+                f"needs {need.what}; {now}{need.unit} are free and the {total} held by lower-priority "
+                "preemptible gangs were not enough",
+            )
+        return _wait(
+            gang, Code.INSUFFICIENT_CAPACITY, f"needs {need.what}; {now}{need.unit} are free on matching nodes"
+        )
+    if domains is not None:
+        largest, where = _largest(domains, free)
+        if largest < need.cards:
+            held_there = sum(held.get(i, 0) for i in domains.get(where, []))
+            tail = (
+                f"; {held_there}{need.unit} held by lower-priority preemptible gangs were not enough"
+                if preemption_tried and held_there
+                else ""
+            )
+            return _wait(
+                gang,
+                Code.TOPOLOGY_FRAGMENTED,
+                f"needs {need.what} in one {need.level}; "
+                f"largest free {need.level} has {largest}{need.unit} ({where}){tail}",
+            )
+    return _wait(
+        gang,
+        Code.NODE_FRAGMENTED,
+        f"needs {need.what}; {now} are free on matching nodes, but too few together on one node ({_pod_shapes(gang)})",
+    )
+
+
+def _wait(gang: workload.Gang, code: Code, message: str) -> plan.Wait:
+    return plan.Wait(gang.name, code, message)
+
+
+def _cards(milli: int) -> int:
+    return milli // 1000
+
+
+def _static(cluster, gang: workload.Gang) -> plan.Wait | None:
+    """Shape and matching-node checks, per pod set."""
+    for pod_set in gang.pod_sets:
+        pod = pod_set.request
+        matching = [n for n in cluster.nodes if scoring.eligible(n, pod)]
+        models = ", ".join(sorted(pod.models)) or "any model"
+        if not matching:
+            return _wait(
+                gang,
+                Code.NO_MATCHING_NODES,
+                f"pod set {pod_set.role}: no node has cards of {models} that matches its node selector "
+                "and tolerates the node's taints",
+            )
+        errors = [fit.shape_error(n, pod, gang.cards) for n in matching]
+        if all(errors):
+            model = next(n.model for n, e in zip(matching, errors, strict=True) if e)
+            return _wait(gang, Code.INVALID_SHAPE, f"pod set {pod_set.role}: on {model}, {errors[0]}")
+    return None
+
+
+def _need(cluster, gang: workload.Gang) -> _Need:
+    cards = sum(s.request.cards * lower for s, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True))
+    nodes = sorted(
+        {
+            i
+            for s in gang.pod_sets
+            if s.request.cards
+            for i, n in enumerate(cluster.nodes)
+            if fit.admits(n, s.request, gang.cards)
+        }
+    )
+    models = sorted({cluster.nodes[i].model for i in nodes if cluster.nodes[i].model})
+    unit = f" x {models[0]}" if len(models) == 1 else " cards"
+    request = gang.topology
+    level = request.level if request is not None and request.required else None
+    return _Need(cards, f"{cards}{unit}", unit, nodes, level)
+
+
+def _domains(cluster, need: _Need) -> dict[str, list[int]] | None:
+    """The nodes of each domain of a required level, named by their label value."""
+    if need.level is None:
+        return None
+    domains: dict[str, list[int]] = {}
+    depth = None if need.level in (topology.HOSTNAME, workload.LINK_GROUP) else cluster.topology.depth(need.level)
+    for i in need.nodes:
+        name = cluster.nodes[i].name if depth is None else cluster.path(i)[depth]
+        domains.setdefault(name, []).append(i)
+    if need.level == workload.LINK_GROUP:
+        need.level = "link group"
+    elif need.level == topology.HOSTNAME:
+        need.level = "node"
+    else:
+        need.level = need.level.rsplit("/", 1)[-1]
+    return domains
+
+
+def _largest(domains: Mapping[str, list[int]], cards: Callable[[int], int]) -> tuple[int, str]:
+    best, where = -1, ""
+    for name, members in sorted(domains.items()):
+        total = sum(cards(i) for i in members)
+        if total > best:
+            best, where = total, name
+    return best, where
+
+
+def _free_cards(ledger: ledger_.Ledger) -> Callable[[int], int]:
+    return lambda i: sum(fit.whole_free(ledger, i))
+
+
+def _held(ledger: ledger_.Ledger, pods: set[str]) -> dict[int, int]:
+    held: dict[int, int] = {}
+    for pod in pods:
+        a = ledger.get(pod)
+        if a is not None:
+            held[a.node] = held.get(a.node, 0) + len(a.shares)
+    return held
+
+
+def _fits_alone(state: pools.State, gang: workload.Gang) -> bool:
+    """Would the gang fit the cluster as it was before this cycle placed anything?"""
+    allocations = greedy.place(state, gang)
+    if allocations is None:
+        return False
+    for a in reversed(allocations):
+        state.release(a.pod)
+    return True
+
+
+def _pod_shapes(gang: workload.Gang) -> str:
+    return ", ".join(f"{s.count} {s.role} pod(s) of {s.request.cards} cards" for s in gang.pod_sets if s.request.cards)

@@ -1,0 +1,184 @@
+"""The greedy gang placer: the solver's hint, and the whole answer when time runs out.
+
+Gangs go in queue order: priority, then arrival, then larger first. Each gang is placed
+tentatively on the working state and rolled back unless it is whole (at least
+``min_member`` pods and each pod set's lower bound). Where a gang goes:
+
+1. a gang that requires one node (or one link group) tries nodes tightest first;
+2. otherwise it tries the domains of its topology level (default: the island) that the
+   aggregate check says can hold it, tightest first (best fit keeps big islands whole);
+3. a gang whose topology is only preferred then spills over every eligible node, filling
+   the domains with the most free capacity first, so it spans as few as possible.
+
+Inside the chosen nodes, pods go largest first, each to the tightest node that fits
+(``fit.choose``), which is the best-fit-decreasing order under which the solver's slot
+capacity is exact.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+
+from archipelago import workload
+from archipelago.cluster import ledger as ledger_
+from archipelago.cluster import topology
+from archipelago.placement import fit, pools
+from archipelago.policies import scoring
+
+
+def order(gangs: Iterable[workload.Gang]) -> list[workload.Gang]:
+    """Queue order: higher priority first, then earlier ``queued_at``, then more cards, then name."""
+    return sorted(gangs, key=lambda g: (-g.priority, g.queued_at, -g.cards, g.name))
+
+
+def run(state: pools.State, gangs: Sequence[workload.Gang]) -> dict[str, tuple[ledger_.Allocation, ...]]:
+    """Place ``gangs`` in the given order on ``state``; returns the allocations of each placed gang."""
+    placed: dict[str, tuple[ledger_.Allocation, ...]] = {}
+    for gang in gangs:
+        allocations = place(state, gang)
+        if allocations is not None:
+            placed[gang.name] = allocations
+    return placed
+
+
+def place(state: pools.State, gang: workload.Gang) -> tuple[ledger_.Allocation, ...] | None:
+    """Place ``gang`` whole on ``state`` (allocations kept), or return None with ``state`` unchanged."""
+    cluster = state.ledger.cluster
+    request = gang.topology
+    eligible = {k for s in gang.pod_sets for k in state.eligible(s.request, gang.cards)}
+    if not eligible:
+        return None
+    if request is not None and request.required and request.level in (topology.HOSTNAME, workload.LINK_GROUP):
+        return _on_one_node(state, gang, eligible, per_group=request.level == workload.LINK_GROUP)
+    depth = _depth(cluster.topology, request)
+    mandatory = [(s.request, n) for s, n in zip(gang.pod_sets, gang.lower_bounds(), strict=True)]
+    if depth is not None:
+        domains: dict[topology.DomainId, list[int]] = {}
+        for k in sorted(eligible):
+            domains.setdefault(state.pools[k].domain(depth), []).append(k)
+        fitting = [ks for ks in domains.values() if state.fits(mandatory, ks)]
+        for ks in sorted(fitting, key=lambda ks: (sum(state.pools[k].milli for k in ks), ks[0])):
+            allocations = _fill(state, gang, {k: 0 for k in ks})
+            if allocations is not None:
+                return allocations
+        if request is not None and request.required:
+            return None
+        # Spill: the roomiest domains first, so the gang spans as few as possible.
+        roomy = sorted(domains.values(), key=lambda ks: (-sum(state.pools[k].milli for k in ks), ks[0]))
+        rank = {k: r for r, ks in enumerate(roomy) for k in ks}
+    else:
+        rank = {k: 0 for k in eligible}
+    return _fill(state, gang, rank)
+
+
+def _depth(topo: topology.Topology, request: workload.TopologyRequest | None) -> int | None:
+    """The label level a gang's pods gather at: its request's, else the finest (the island)."""
+    if request is not None and request.level in topo.levels:
+        return topo.depth(request.level)
+    if request is not None and request.level in (topology.HOSTNAME, workload.LINK_GROUP):
+        return None
+    return len(topo.levels) - 1 if topo.levels else None
+
+
+def _fill(state: pools.State, gang: workload.Gang, rank: dict[int, int]) -> tuple[ledger_.Allocation, ...] | None:
+    """Place the gang's pods on the nodes of pools ``rank`` (lower rank first, then tightest)."""
+    ledger = state.ledger
+    done: list[ledger_.Allocation] = []
+    sets = sorted(zip(gang.pod_sets, gang.lower_bounds(), strict=True), key=lambda sb: -sb[0].request.milli)
+    queues = {}
+    for pod_set, _ in sets:
+        ks = set(state.eligible(pod_set.request, gang.cards)) & rank.keys()
+        queues[pod_set.role] = sorted(
+            (rank[state.pool_of[i]], int(ledger.free_milli[i]), i) for k in ks for i in state.pools[k].nodes
+        )
+    for phase in ("mandatory", "optional"):
+        for pod_set, lower in sets:
+            indices = range(lower) if phase == "mandatory" else range(lower, pod_set.count)
+            for index in indices:
+                allocation = place_pod(state, gang.pod(pod_set, index), gang.cards, queues[pod_set.role])
+                if allocation is None:
+                    if phase == "optional":
+                        break
+                    for a in reversed(done):
+                        state.release(a.pod)
+                    return None
+                done.append(allocation)
+    if len(done) < gang.min_member:  # type: ignore[operator]
+        for a in reversed(done):
+            state.release(a.pod)
+        return None
+    return tuple(done)
+
+
+def place_pod(
+    state: pools.State, pod: workload.PodRequest, gang_cards: int, queue: list[tuple[int, int, int]]
+) -> ledger_.Allocation | None:
+    """Put ``pod`` on the first node of ``queue`` where it fits, and re-key that node.
+
+    ``queue`` holds ``(rank, free milli, node)`` sorted ascending: lower rank first, then the
+    tightest node. Returns the allocation made on ``state``, or None if no node fits.
+    """
+    ledger = state.ledger
+    need = pod.milli
+    for position, (r, free, i) in enumerate(queue):
+        if free < need:
+            continue
+        cards = fit.choose(ledger, i, pod, gang_cards)
+        if cards is None:
+            continue
+        allocation = scoring.allocation(pod, scoring.Placement(i, cards, 0))
+        state.allocate(allocation)
+        del queue[position]
+        bisect.insort(queue, (r, int(ledger.free_milli[i]), i))
+        return allocation
+    return None
+
+
+def place_on_pool(state: pools.State, gang: workload.Gang, pool: int) -> tuple[ledger_.Allocation, ...] | None:
+    """A gang that requires one node (or link group), on one node of ``pool``."""
+    request = gang.topology
+    return _on_one_node(state, gang, {pool}, per_group=request is not None and request.level == workload.LINK_GROUP)
+
+
+def _on_one_node(
+    state: pools.State, gang: workload.Gang, eligible: set[int], *, per_group: bool
+) -> tuple[ledger_.Allocation, ...] | None:
+    """All pods of ``gang`` on one node (and one link group if ``per_group``), tightest node first."""
+    ledger = state.ledger
+    candidates = sorted((int(ledger.free_milli[i]), i) for k in eligible for i in state.pools[k].nodes)
+    need = sum(n * s.request.milli for s, n in zip(gang.pod_sets, gang.lower_bounds(), strict=True))
+    for free, i in candidates:
+        if free < need:
+            continue
+        node = ledger.cluster.nodes[i]
+        groups = sorted({d.link_group for d in node.devices}) if per_group else [None]
+        for group in groups:
+            allocations = _fill_node(state, gang, i, None if group is None else {group})
+            if allocations is not None:
+                return allocations
+    return None
+
+
+def _fill_node(
+    state: pools.State, gang: workload.Gang, i: int, within: set[int] | None
+) -> tuple[ledger_.Allocation, ...] | None:
+    done: list[ledger_.Allocation] = []
+    for pod_set, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True):
+        for index in range(pod_set.count):
+            pod = gang.pod(pod_set, index)
+            cards = fit.choose(state.ledger, i, pod, gang.cards, within=within)
+            if cards is None:
+                if index >= lower:
+                    break
+                for a in reversed(done):
+                    state.release(a.pod)
+                return None
+            allocation = scoring.allocation(pod, scoring.Placement(i, cards, 0))
+            state.allocate(allocation)
+            done.append(allocation)
+    if len(done) < gang.min_member:  # type: ignore[operator]
+        for a in reversed(done):
+            state.release(a.pod)
+        return None
+    return tuple(done)

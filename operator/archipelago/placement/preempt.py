@@ -1,0 +1,245 @@
+"""Victim search: the cheapest set of lower-priority evictions that lets one gang run.
+
+For one pending gang the search builds a small CP-SAT model over the nodes it may use:
+
+* ``x[r, n]``: pods of pod set ``r`` on node ``n``;
+* ``p[v]``: running gang ``v`` evicted whole; ``q[v, pod]``: that pod released. A gang that is
+  not elastic loses all its pods or none. An elastic gang may instead shrink, keeping at
+  least ``min_member`` pods and each pod set's lower bound;
+* per node and slot size ``s``: ``s * slots <= free whole cards + cards released`` (per link
+  group where the model's rules are strict), and the gang's pods of ``s`` cards or more use
+  no more slots than that; cpu, memory and milli-cards likewise.
+
+Victims are running, ``preemptible`` gangs of strictly lower priority. The cost is the work
+thrown away: for every released pod, its cards times the seconds since the gang started or
+last checkpointed (card-seconds), plus a tie-break of one per gang evicted whole, so among
+equal losses fewer victims win. The model minimises that cost, so the set is minimal in cost
+(proven when the solver reports OPTIMAL). The plan is then decoded onto cards with
+``fit.choose``; if it does not decode, nothing is evicted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Collection, Mapping
+
+from ortools.sat.python import cp_model
+
+from archipelago import workload
+from archipelago.cluster import devices, topology
+from archipelago.cluster import ledger as ledger_
+from archipelago.placement import fit, plan, pools
+from archipelago.policies import scoring
+
+_SCALE = 1000
+"""Cost units per card-second, so the victim-count tie-break stays below one card-second."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """Evictions and the gang's allocations that follow them, or why none were found."""
+
+    evictions: tuple[plan.Eviction, ...]
+    allocations: tuple[ledger_.Allocation, ...]
+    status: str
+
+
+def candidates(running: Mapping[str, plan.Running], gang: workload.Gang, spared: Collection[str]) -> list[plan.Running]:
+    """Running gangs ``gang`` may preempt: preemptible, lower priority, not in ``spared``."""
+    return [
+        r
+        for name, r in sorted(running.items())
+        if r.gang.preemptible and r.gang.priority < gang.priority and name not in spared and r.pods
+    ]
+
+
+def search(
+    state: pools.State,
+    snapshot: plan.Snapshot,
+    gang: workload.Gang,
+    spared: Collection[str],
+    config: plan.Config,
+    seconds: float,
+) -> Outcome | None:
+    """Find and apply to ``state`` the cheapest evictions that let ``gang`` run whole.
+
+    Returns None (``state`` unchanged) when no candidate set makes room within ``seconds``.
+    """
+    started = time.perf_counter()
+    ledger = state.ledger
+    victims = candidates(snapshot.running, gang, spared)
+    if not victims:
+        return None
+    cluster = ledger.cluster
+    eligible_pools = {k for s in gang.pod_sets for k in state.eligible(s.request, gang.cards)}
+    nodes = sorted(i for k in eligible_pools for i in state.pools[k].nodes)
+    if not nodes:
+        return None
+    node_set = set(nodes)
+    model = cp_model.CpModel()
+    # Victims: whole-gang literals and per-pod release literals.
+    released: dict[int, list[tuple[ledger_.Allocation, cp_model.LinearExprT]]] = {}
+    cost_terms: list[cp_model.LinearExprT] = []
+    whole: dict[str, cp_model.IntVar] = {}
+    release: dict[str, cp_model.LinearExprT] = {}
+    for victim in victims:
+        name = victim.gang.name
+        p = whole[name] = model.new_bool_var(f"p_{name}")
+        progress = victim.progress_since(snapshot.now)
+        held = [a for a in (ledger.get(pod) for pod in victim.pods) if a is not None]
+        cost_terms.append(p)
+        if not victim.gang.elastic:
+            model.add_hint(p, 0)
+            cost_terms.append(_SCALE * math.ceil(sum(len(a.shares) for a in held) * progress) * p)
+            for a in held:
+                release[a.pod] = p
+                if a.node in node_set:
+                    released.setdefault(a.node, []).append((a, p))
+            continue
+        roles = {victim.gang.pod(s, i).name: s.role for s in victim.gang.pod_sets for i in range(s.count)}
+        by_role: dict[str, list[cp_model.IntVar]] = {}
+        for a in held:
+            q = model.new_bool_var(f"q_{a.pod}")
+            model.add(q >= p)
+            model.add_hint(q, 0)
+            release[a.pod] = q
+            by_role.setdefault(roles[a.pod], []).append(q)
+            cost_terms.append(_SCALE * math.ceil(len(a.shares) * progress) * q)
+            if a.node in node_set:
+                released.setdefault(a.node, []).append((a, q))
+        keep_total = len(held) - victim.gang.min_member  # type: ignore[operator]
+        model.add(sum(release[a.pod] for a in held) <= max(0, keep_total) + len(held) * p)
+        for pod_set, lower in zip(victim.gang.pod_sets, victim.gang.lower_bounds(), strict=True):
+            qs = by_role.get(pod_set.role, [])
+            model.add(sum(qs) <= max(0, len(qs) - lower) + len(qs) * p)
+    # The gang: pods per node, all-or-nothing (it must run).
+    x: list[dict[int, cp_model.IntVar]] = []
+    for pod_set, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True):
+        allowed = {i for k in state.eligible(pod_set.request, gang.cards) for i in state.pools[k].nodes}
+        xs = {i: model.new_int_var(0, pod_set.count, f"x_{pod_set.role}_{i}") for i in nodes if i in allowed}
+        model.add(sum(xs.values()) >= lower)
+        x.append(xs)
+    model.add(sum(v for xs in x for v in xs.values()) >= gang.min_member)  # type: ignore[operator]
+    _add_domains(model, cluster, gang, nodes, x)
+    for i in nodes:
+        _add_node(model, state, gang, i, x, released.get(i, []))
+    model.minimize(sum(cost_terms))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(0.01, seconds - (time.perf_counter() - started))
+    solver.parameters.num_workers = config.workers
+    solver.parameters.random_seed = config.seed
+    status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    evictions = []
+    for victim in victims:
+        pods = tuple(pod for pod in victim.pods if pod in release and solver.value(release[pod]))
+        if not pods:
+            continue
+        is_whole = bool(solver.value(whole[victim.gang.name])) or len(pods) == len(victim.pods)
+        cards = sum(len(ledger.get(pod).shares) for pod in pods)  # type: ignore[union-attr]
+        lost = cards * victim.progress_since(snapshot.now)
+        evictions.append(plan.Eviction(victim.gang.name, victim.pods if is_whole else pods, is_whole, lost, gang.name))
+    counts = [{i: int(solver.value(v)) for i, v in xs.items() if solver.value(v)} for xs in x]
+    return _apply(state, gang, evictions, counts, solver.status_name(status))
+
+
+def _add_domains(model: cp_model.CpModel, cluster, gang: workload.Gang, nodes, x) -> None:
+    """A required topology: every pod in one domain of the level (one node for hostname/link group)."""
+    request = gang.topology
+    if request is None or not request.required:
+        return
+    if request.level in (topology.HOSTNAME, workload.LINK_GROUP):
+        key = {i: (i,) for i in nodes}
+    else:
+        depth = cluster.topology.depth(request.level)
+        key = {i: cluster.path(i)[: depth + 1] for i in nodes}
+    z = {d: model.new_bool_var(f"z{n}") for n, d in enumerate(sorted(set(key.values())))}
+    model.add_exactly_one(z.values())
+    for r, xs in enumerate(x):
+        count = gang.pod_sets[r].count
+        for i, v in xs.items():
+            model.add(v <= count * z[key[i]])
+
+
+def _add_node(model: cp_model.CpModel, state: pools.State, gang, i: int, x, released) -> None:
+    """Node ``i``'s capacity for the gang's pods, counting what evictions would free there."""
+    ledger = state.ledger
+    node = ledger.cluster.nodes[i]
+    on_node = [(gang.pod_sets[r].request, xs[i]) for r, xs in enumerate(x) if i in xs]
+    if not on_node:
+        return
+    for attr, free in (("cpu_milli", ledger.cpu_free[i]), ("memory_mib", ledger.memory_free[i])):
+        need = [(v, getattr(pod, attr)) for pod, v in on_node if getattr(pod, attr)]
+        if need:
+            gain = [(lit, getattr(a, attr)) for a, lit in released if getattr(a, attr)]
+            model.add(_sum(need) <= free + _sum(gain))
+    need_milli = [(v, pod.milli) for pod, v in on_node if pod.milli]
+    if need_milli:
+        model.add(_sum(need_milli) <= int(ledger.free_milli[i]) + _sum([(lit, a.milli) for a, lit in released]))
+    rules = fit.links(node)
+    whole = [(pod, v) for pod, v in on_node if pod.cards and not pod.sharing]
+    if not whole:
+        return
+    free_groups = fit.whole_free(ledger, i)
+    size, whole_card = rules.group_size, devices.MILLI_PER_CARD
+    for s in state.sizes:
+        demand = [(v, pools.slot_demand(pod.cards, s)) for pod, v in whole if pod.cards >= s]
+        if not demand:
+            continue
+        if rules.strict and s <= rules.group_size:
+            groups = range(len(free_groups))
+        else:
+            groups = [None]
+        slot_vars = []
+        for g in groups:
+            free = sum(free_groups) if g is None else free_groups[g]
+            # Only cards a victim holds whole become whole free cards; a released share does not.
+            gain = [
+                (lit, sum(1 for sh in a.shares if sh.milli == whole_card and (g is None or sh.card // size == g)))
+                for a, lit in released
+            ]
+            gain = [(lit, c) for lit, c in gain if c]
+            top = (free + sum(c for _, c in gain)) // s
+            slots = model.new_int_var(0, top, f"s{i}_{s}_{g}")
+            model.add(s * slots <= free + _sum(gain))
+            slot_vars.append(slots)
+        model.add(_sum(demand) <= sum(slot_vars))
+
+
+def _sum(terms) -> cp_model.LinearExprT:
+    if not terms:
+        return 0
+    return cp_model.LinearExpr.weighted_sum([v for v, _ in terms], [c for _, c in terms])
+
+
+def _apply(
+    state: pools.State, gang: workload.Gang, evictions: list[plan.Eviction], counts: list[dict[int, int]], status: str
+) -> Outcome | None:
+    """Carry out the evictions and place the gang on the chosen nodes; undo all if it fails."""
+    ledger = state.ledger
+    undo: list[ledger_.Allocation] = []
+    for eviction in evictions:
+        for pod in eviction.pods:
+            if pod in ledger:
+                undo.append(state.release(pod))
+    done: list[ledger_.Allocation] = []
+    entries = [
+        (gang.pod(pod_set, index), i)
+        for pod_set, per_node in zip(gang.pod_sets, counts, strict=True)
+        for index, i in enumerate(i for i, n in sorted(per_node.items()) for _ in range(n))
+    ]
+    for pod, i in sorted(entries, key=lambda e: -e[0].milli):
+        cards = fit.choose(ledger, i, pod, gang.cards)
+        if cards is None:
+            for a in reversed(done):
+                state.release(a.pod)
+            for a in undo:
+                state.allocate(a)
+            return None
+        allocation = scoring.allocation(pod, scoring.Placement(i, cards, 0))
+        state.allocate(allocation)
+        done.append(allocation)
+    return Outcome(tuple(evictions), tuple(done), status)
