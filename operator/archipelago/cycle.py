@@ -19,6 +19,9 @@ from collections.abc import Sequence
 from archipelago import workload
 from archipelago.placement import explain, greedy, model, objective, plan, pools, preempt
 
+SOLVER_SHARE_WITH_VICTIMS = 0.7
+"""Share of the cycle budget the solver pass may use when preemption may follow."""
+
 
 def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.Config) -> plan.Plan:
     """Decide which of ``pending`` run now, where, and whom they preempt; explain the rest.
@@ -44,12 +47,14 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     stats.greedy_objective = stats.solver_objective = best.value
     stats.greedy_seconds = time.perf_counter() - started
 
-    # 3. The solver pass, when it can still gain something.
-    left = config.budget_s - (time.perf_counter() - started)
+    # 3. The solver pass, when it can still gain something. It leaves a quarter of the budget
+    # to the victim search when there is anyone to preempt.
+    share = SOLVER_SHARE_WITH_VICTIMS if any(r.gang.preemptible for r in snapshot.running.values()) else 0.95
+    left = config.budget_s * share - (time.perf_counter() - started)
     if config.solver and queue and left > 0.02 and not _best_possible(queue, placed, best):
         solver_state = pools.State(snapshot.ledger.copy())
         units = model.items(solver_state, queue, weights)
-        solution = model.solve(solver_state, units, placed, config, left * 0.9)
+        solution = model.solve(solver_state, units, placed, config, left)
         stats.solver_status, stats.variables = solution.status, solution.variables
         stats.build_seconds, stats.solve_seconds = solution.build_seconds, solution.solve_seconds
         if solution.counts:
@@ -64,14 +69,17 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     evicted: set[str] = set()
     tried: set[str] = set()
     if config.preemption and snapshot.running:
+        longest = 0.01
         for gang in queue:
-            left = config.budget_s - (time.perf_counter() - started)
-            if gang.name in placed or left <= 0.01:
+            left = config.budget_s * 0.9 - (time.perf_counter() - started)
+            if gang.name in placed or left <= longest:
                 continue
             if not preempt.candidates(snapshot.running, gang, evicted):
                 continue
             tried.add(gang.name)
+            searching = time.perf_counter()
             outcome = preempt.search(state, snapshot, gang, evicted, config, left)
+            longest = max(longest, time.perf_counter() - searching)
             if outcome is not None:
                 evictions.extend(outcome.evictions)
                 evicted.update(e.gang for e in outcome.evictions)

@@ -43,10 +43,10 @@ def reason(
     ``before`` is used for a tentative placement and is left as it was.
     """
     cluster = before.ledger.cluster
-    wait = _static(cluster, gang)
+    wait = _static(before, gang)
     if wait is not None:
         return wait
-    need = _need(cluster, gang)
+    need = _need(before, gang)
     capacity = sum(_cards(cluster.nodes[i].capacity_milli) for i in need.nodes)
     if need.cards > capacity:
         return _wait(gang, Code.EXCEEDS_CLUSTER, f"needs {need.what}; matching nodes hold {capacity}{need.unit} in all")
@@ -112,11 +112,11 @@ def _cards(milli: int) -> int:
     return milli // 1000
 
 
-def _static(cluster, gang: workload.Gang) -> plan.Wait | None:
-    """Shape and matching-node checks, per pod set."""
+def _static(state: pools.State, gang: workload.Gang) -> plan.Wait | None:
+    """Shape and matching-node checks, per pod set (a pool's nodes share their static facts)."""
     for pod_set in gang.pod_sets:
         pod = pod_set.request
-        matching = [n for n in cluster.nodes if scoring.eligible(n, pod)]
+        matching = [p.node for p in state.pools if scoring.eligible(p.node, pod)]
         models = ", ".join(sorted(pod.models)) or "any model"
         if not matching:
             return _wait(
@@ -127,23 +127,15 @@ def _static(cluster, gang: workload.Gang) -> plan.Wait | None:
             )
         errors = [fit.shape_error(n, pod, gang.cards) for n in matching]
         if all(errors):
-            model = next(n.model for n, e in zip(matching, errors, strict=True) if e)
-            return _wait(gang, Code.INVALID_SHAPE, f"pod set {pod_set.role}: on {model}, {errors[0]}")
+            return _wait(gang, Code.INVALID_SHAPE, f"pod set {pod_set.role}: on {matching[0].model}, {errors[0]}")
     return None
 
 
-def _need(cluster, gang: workload.Gang) -> _Need:
+def _need(state: pools.State, gang: workload.Gang) -> _Need:
     cards = sum(s.request.cards * lower for s, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True))
-    nodes = sorted(
-        {
-            i
-            for s in gang.pod_sets
-            if s.request.cards
-            for i, n in enumerate(cluster.nodes)
-            if fit.admits(n, s.request, gang.cards)
-        }
-    )
-    models = sorted({cluster.nodes[i].model for i in nodes if cluster.nodes[i].model})
+    eligible = {k for s in gang.pod_sets if s.request.cards for k in state.eligible(s.request, gang.cards)}
+    nodes = sorted(i for k in eligible for i in state.pools[k].nodes)
+    models = sorted({state.pools[k].node.model for k in eligible if state.pools[k].node.model})
     unit = f" x {models[0]}" if len(models) == 1 else " cards"
     request = gang.topology
     level = request.level if request is not None and request.required else None
@@ -191,13 +183,23 @@ def _held(ledger: ledger_.Ledger, pods: set[str]) -> dict[int, int]:
 
 
 def _fits_alone(state: pools.State, gang: workload.Gang) -> bool:
-    """Would the gang fit the cluster as it was before this cycle placed anything?"""
-    allocations = greedy.place(state, gang)
-    if allocations is None:
-        return False
-    for a in reversed(allocations):
-        state.release(a.pod)
-    return True
+    """Would the gang have fitted the free capacity before this cycle placed anything?
+
+    The aggregate check of ``pools.State.fits`` (exact for power-of-two whole-card pods),
+    over the pools it may use, or over each domain of a required level.
+    """
+    demand = [(s.request, lower) for s, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True)]
+    eligible = sorted({k for s in gang.pod_sets for k in state.eligible(s.request, gang.cards)})
+    request = gang.topology
+    if request is None or not request.required:
+        return state.fits(demand, eligible)
+    if request.level in (topology.HOSTNAME, workload.LINK_GROUP):
+        return greedy.place_on_pools(state, gang, eligible) is not None
+    depth = state.ledger.cluster.topology.depth(request.level)
+    domains: dict[topology.DomainId, list[int]] = {}
+    for k in eligible:
+        domains.setdefault(state.pools[k].domain(depth), []).append(k)
+    return any(state.fits(demand, ks) for ks in domains.values())
 
 
 def _pod_shapes(gang: workload.Gang) -> str:

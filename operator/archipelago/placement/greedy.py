@@ -135,10 +135,20 @@ def place_pod(
     return None
 
 
-def place_on_pool(state: pools.State, gang: workload.Gang, pool: int) -> tuple[ledger_.Allocation, ...] | None:
-    """A gang that requires one node (or link group), on one node of ``pool``."""
+def place_on_pools(
+    state: pools.State, gang: workload.Gang, eligible: Iterable[int], *, keep: bool = False
+) -> tuple[ledger_.Allocation, ...] | None:
+    """A gang that requires one node (or link group), on one node of the ``eligible`` pools.
+
+    Without ``keep`` the placement is only tried: ``state`` is left as it was.
+    """
     request = gang.topology
-    return _on_one_node(state, gang, {pool}, per_group=request is not None and request.level == workload.LINK_GROUP)
+    per_group = request is not None and request.level == workload.LINK_GROUP
+    allocations = _on_one_node(state, gang, set(eligible), per_group=per_group)
+    if allocations is not None and not keep:
+        for a in reversed(allocations):
+            state.release(a.pod)
+    return allocations
 
 
 def _on_one_node(

@@ -326,7 +326,7 @@ def decode(state: pools.State, units: Sequence[_Item], solution: Solution) -> di
     placed: dict[str, list[ledger_.Allocation]] = {}
     failed: set[str] = set()
     for gang, b in whole_node:
-        allocations = greedy.place_on_pool(state, gang, b)
+        allocations = greedy.place_on_pools(state, gang, (b,), keep=True)
         if allocations is None:
             failed.add(gang.name)
         else:
