@@ -100,7 +100,8 @@ def reason(
     return _wait(
         gang,
         Code.NODE_FRAGMENTED,
-        f"needs {need.what}; {now} are free on matching nodes, but too few together on one node ({_pod_shapes(gang)})",
+        f"needs {need.what}; {now}{need.unit} are free on matching nodes, but too few together on one node "
+        f"({_pod_shapes(gang)})",
     )
 
 

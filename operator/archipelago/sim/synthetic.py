@@ -139,3 +139,64 @@ def pending_batch(cluster: cluster_.Cluster, pods: int, rng: random.Random) -> l
         batch.append(g)
         total += g.size
     return batch
+
+
+def hard_case(seed: int) -> tuple[plan.Snapshot, list[workload.Gang]]:
+    """A small contended batch where greedy order goes wrong: the solver benchmark's input.
+
+    Six islands of eight servers (H800, A100 and Ascend910B), each with a random number of
+    busy cards scattered so that HCCS rings and servers are partly used; then required-island
+    gangs of 8-card pods that together want more than is free, Ascend gangs of 2- and 4-card
+    pods that must each sit in one ring, and gangs that accept either GPU model.
+    """
+    rng = random.Random(seed)
+    built = []
+    for island in range(6):
+        model = MODELS[island % len(MODELS)]
+        for k in range(8):
+            built.append(
+                nodes.Node(
+                    name=f"h{island}-{k}",
+                    cpu_milli=128_000,
+                    memory_mib=1024 * 1024,
+                    devices=devices.cards(model, NODE_CARDS),
+                    labels={topology.ISLAND: f"island-{island}", topology.SPINE: f"spine-{island // 3}"},
+                )
+            )
+    cluster = cluster_.build(built)
+    book = ledger.Ledger(cluster)
+    for i in range(len(cluster)):
+        busy = rng.sample(range(NODE_CARDS), rng.choice((0, 0, 1, 2, 3, 5, 8)))
+        if busy:
+            book.allocate(
+                ledger.Allocation(
+                    f"busy-{i}", i, shares=tuple(ledger.CardShare(c, devices.MILLI_PER_CARD) for c in busy)
+                )
+            )
+    batch: list[workload.Gang] = []
+    gpus = frozenset(MODELS[:2])
+    for n in range(rng.randint(10, 16)):
+        kind = rng.random()
+        priority = rng.choice((0, 100, 100, 1000))
+        if kind < 0.45:
+            model = rng.choice(MODELS)
+            g = gang(f"req-{n}", 8 * rng.choice((2, 3, 4, 5, 6)), model, rng, priority=priority)
+            g = dataclasses.replace(
+                g, topology=workload.TopologyRequest(topology.ISLAND, workload.TopologyMode.REQUIRED)
+            )
+        elif kind < 0.75:
+            per_pod = rng.choice((2, 4))
+            request = workload.PodRequest(
+                name="worker", cpu_milli=4_000, cards=per_pod, models=frozenset({"Ascend910B"})
+            )
+            g = workload.Gang(f"npu-{n}", (workload.PodSet("worker", rng.randint(2, 6), request),), priority=priority)
+        else:
+            request = workload.PodRequest(name="worker", cpu_milli=8_000, cards=8, models=gpus)
+            g = workload.Gang(
+                f"mixed-{n}",
+                (workload.PodSet("worker", rng.randint(2, 8), request),),
+                priority=priority,
+                topology=workload.TopologyRequest(topology.ISLAND, workload.TopologyMode.PREFERRED),
+            )
+        batch.append(dataclasses.replace(g, queued_at=float(n)))
+    return plan.Snapshot(book, {}, now=0.0), batch

@@ -1,0 +1,127 @@
+"""Every reason code, each on a tiny cluster built to cause it, with the numbers in its sentence."""
+
+from __future__ import annotations
+
+from archipelago import cycle
+from archipelago.cluster import nodes
+from archipelago.placement import plan
+from tests.builders import make_cluster, make_ledger, make_node, make_nodes
+from tests.gang_builders import make_gang, make_pod_set, make_running, make_snapshot
+
+Code = plan.ReasonCode
+
+
+def _wait(ledger, *pending, running=()) -> dict[str, plan.Wait]:
+    result = cycle.run(make_snapshot(ledger, *running), list(pending), plan.Config(budget_s=0.5))
+    return result.waiting
+
+
+def _two_islands(cards: int = 8, model: str = "H800"):
+    return make_ledger(
+        make_cluster(
+            *make_nodes(2, prefix="a", cards=cards, model=model, island="island-a"),
+            *make_nodes(2, prefix="b", cards=cards, model=model, island="island-b"),
+        )
+    )
+
+
+def test_a_pod_no_card_model_admits_is_an_invalid_shape():
+    ledger = make_ledger(make_cluster(make_node(model="Ascend910B")))
+    wait = _wait(ledger, make_gang(pods=1, cards=3, model="Ascend910B"))["g"]
+    assert wait.code is Code.INVALID_SHAPE
+    assert "1, 2, 4, 8 cards, not 3" in wait.message
+
+
+def test_no_node_of_the_model_or_past_the_taints_means_no_matching_nodes():
+    tainted = make_node(model="H800", taints=[nodes.Taint("dedicated", "infer")])
+    wait = _wait(make_ledger(make_cluster(tainted)), make_gang(pods=1, model="H800"))["g"]
+    assert wait.code is Code.NO_MATCHING_NODES
+    assert "worker" in wait.message and "H800" in wait.message
+
+
+def test_a_gang_bigger_than_every_matching_node_exceeds_the_cluster():
+    wait = _wait(_two_islands(), make_gang(pods=5, cards=8))["g"]
+    assert wait.code is Code.EXCEEDS_CLUSTER
+    assert wait.message == "needs 40 x H800; matching nodes hold 32 x H800 in all"
+
+
+def test_a_required_island_bigger_than_any_island_is_too_small():
+    wait = _wait(_two_islands(), make_gang(pods=3, cards=8, topology="island-required"))["g"]
+    assert wait.code is Code.TOPOLOGY_TOO_SMALL
+    assert wait.message == "needs 24 x H800 in one island; the largest island has 16 x H800 (island-a)"
+
+
+def test_a_gang_that_fits_only_before_higher_priority_gangs_is_held_for_them():
+    first = make_gang(name="first", pods=4, cards=8, priority=10)
+    second = make_gang(name="second", pods=1, cards=8, priority=1)
+    wait = _wait(_two_islands(), first, second)
+    assert wait["second"].code is Code.HELD_FOR_HIGHER_PRIORITY
+
+
+def test_too_few_free_cards_and_nobody_to_preempt_is_insufficient_capacity():
+    ledger = _two_islands()
+    busy = make_running(ledger, make_gang(name="busy", pods=3, cards=8), "a0", "a1", "b0")
+    wait = _wait(ledger, make_gang(pods=2, cards=8), running=[busy])["g"]
+    assert wait.code is Code.INSUFFICIENT_CAPACITY
+    assert wait.message == "needs 16 x H800; 8 x H800 are free on matching nodes"
+
+
+def test_when_evicting_every_victim_is_not_enough_preemption_is_insufficient():
+    ledger = _two_islands()
+    keep = make_running(ledger, make_gang(name="keep", pods=3, cards=8, priority=50), "a0", "a1", "b0")
+    spot = make_running(ledger, make_gang(name="spot", pods=1, cards=4, preemptible=True), ("b1", [0, 1, 2, 3]))
+    wait = _wait(ledger, make_gang(pods=2, cards=8, priority=10), running=[keep, spot])["g"]
+    assert wait.code is Code.PREEMPTION_INSUFFICIENT
+    assert "4 x H800 are free and the 4 held by lower-priority preemptible gangs were not enough" in wait.message
+
+
+def test_free_cards_spread_over_islands_leave_a_required_island_gang_fragmented():
+    ledger = _two_islands()
+    busy = make_running(ledger, make_gang(name="busy", pods=2, cards=8, priority=50), "a0", "b0")
+    wait = _wait(ledger, make_gang(pods=2, cards=8, topology="island-required"), running=[busy])["g"]
+    assert wait.code is Code.TOPOLOGY_FRAGMENTED
+    assert wait.message == "needs 16 x H800 in one island; largest free island has 8 x H800 (island-a)"
+
+
+def test_free_cards_scattered_over_nodes_leave_a_big_pod_node_fragmented():
+    ledger = _two_islands()
+    busy = make_running(
+        ledger,
+        make_gang(name="busy", pods=4, cards=4, priority=50),
+        ("a0", [0, 1, 2, 3]),
+        ("a1", [0, 1, 2, 3]),
+        ("b0", [0, 1, 2, 3]),
+        ("b1", [0, 1, 2, 3]),
+    )
+    wait = _wait(ledger, make_gang(pods=1, cards=8), running=[busy])["g"]
+    assert wait.code is Code.NODE_FRAGMENTED
+    assert "16 x H800 are free on matching nodes, but too few together on one node" in wait.message
+
+
+def test_every_pending_gang_is_either_placed_or_explained():
+    ledger = _two_islands()
+    pending = [make_gang(name=f"g{k}", pods=k % 3 + 1, cards=8, priority=k % 2) for k in range(6)]
+    result = cycle.run(make_snapshot(ledger), pending, plan.Config(budget_s=0.5))
+    assert set(result.placed) | set(result.waiting) == {g.name for g in pending}
+    assert not set(result.placed) & set(result.waiting)
+    assert all(w.message for w in result.waiting.values())
+
+
+def test_elastic_victims_shrink_instead_of_dying():
+    ledger = _two_islands()
+    elastic = make_gang(name="elastic", pods=4, cards=8, preemptible=True, min_member=2)
+    running = make_running(ledger, elastic, "a0", "a1", "b0", "b1", started_at=0.0)
+    result = cycle.run(
+        make_snapshot(ledger, running, now=100.0),
+        [make_gang(name="urgent", pods=1, cards=8, priority=10)],
+        plan.Config(budget_s=0.5),
+    )
+    assert "urgent" in result.placed
+    (eviction,) = result.evictions
+    assert not eviction.whole and len(eviction.pods) == 1 and eviction.lost_card_seconds == 800
+
+
+def test_a_launcher_without_cards_is_placed_with_its_workers():
+    gang = make_gang(pod_sets=[make_pod_set(role="launcher", cards=0), make_pod_set(count=2, cards=8)])
+    result = cycle.run(make_snapshot(_two_islands()), [gang], plan.Config(budget_s=0.5))
+    assert len(result.placed["g"]) == 3
