@@ -301,7 +301,7 @@ def decode(state: pools.State, units: Sequence[_Item], solution: Solution) -> di
     wanted: list[workload.Gang] = []
     for item in units:
         chosen = solution.counts.get(item.gang.name)
-        if not chosen:
+        if not chosen or not any(chosen):
             continue
         if item.merged:
             pending = iter(item.gangs)

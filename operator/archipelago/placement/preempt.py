@@ -120,6 +120,7 @@ def search(
         allowed = {i for k in state.eligible(pod_set.request, gang.cards) for i in state.pools[k].nodes}
         xs = {i: model.new_int_var(0, pod_set.count, f"x_{pod_set.role}_{i}") for i in nodes if i in allowed}
         model.add(sum(xs.values()) >= lower)
+        model.add(sum(xs.values()) <= pod_set.count)
         x.append(xs)
     model.add(sum(v for xs in x for v in xs.values()) >= gang.min_member)  # type: ignore[operator]
     _add_domains(model, cluster, gang, nodes, x)

@@ -1,0 +1,129 @@
+"""Every gang placer returns a plan the validator accepts, on random small clusters and queues.
+
+Clusters have 2-6 nodes of 4 or 8 H800 or Ascend 910B cards in 1-3 islands, partly held by
+running gangs (some preemptible). Queues hold 1-4 gangs of 1-4 pods: whole cards (1, 2, 4, 8)
+or shares, mixed priorities, required or preferred island and host topology, some elastic.
+The validator covers over-commit, partial gangs, link rules and topology, so the properties
+here are: valid, snapshot untouched, and the solver never worse than its greedy hint.
+"""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import HealthCheck, given, note, settings
+
+from archipelago import cycle, workload
+from archipelago.cluster import ledger as ledger_
+from archipelago.placement import baselines, fit, plan, validate
+from archipelago.policies import scoring
+from tests.builders import make_cluster, make_ledger, make_node
+from tests.gang_builders import describe, make_gang, make_pod_set, make_running, make_snapshot
+
+MODELS = ("H800", "Ascend910B")
+TOPOLOGIES = (None, "island-required", "island-preferred", "host-required", "host-preferred")
+CONFIG = plan.Config(budget_s=0.5, seed=0)
+PLACERS = {"cycle": cycle.run, "first_fit": baselines.first_fit, "volcano_like": baselines.volcano_like}
+EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def pod_sets(draw, *, pods: int, role: str = "worker") -> workload.PodSet:
+    """``pods`` pods of 1, 2, 4 or 8 whole cards or a quarter or half share, of one model or any."""
+    model = draw(st.sampled_from((*MODELS, None)))
+    shape = draw(st.sampled_from([(1, None), (2, None), (4, None), (8, None), (1, 250), (1, 500)]))
+    return make_pod_set(role=role, count=pods, cards=shape[0], milli=shape[1], model=model)
+
+
+@st.composite
+def gangs(draw, *, name: str, running: bool = False) -> workload.Gang:
+    """A gang of 1-4 pods in 1-2 pod sets (a cpu-only launcher or a second worker set), maybe elastic."""
+    size = draw(st.integers(1, 2 if running else 4))
+    split = draw(st.integers(0, size - 1))
+    if not split:
+        sets = [draw(pod_sets(pods=size))]
+    elif draw(st.booleans()):
+        sets = [make_pod_set(role="launcher", count=split, cards=0), draw(pod_sets(pods=size - split))]
+    else:
+        sets = [draw(pod_sets(pods=split, role="head")), draw(pod_sets(pods=size - split))]
+    min_member = draw(st.integers(max(1, split), size))
+    return make_gang(
+        name=name,
+        pod_sets=sets,
+        min_member=min_member,
+        priority=draw(st.integers(0, 3)),
+        preemptible=running and draw(st.booleans()),
+        topology=None if running else draw(st.sampled_from(TOPOLOGIES)),
+        queued_at=draw(st.integers(0, 3)),
+    )
+
+
+@st.composite
+def scenes(draw) -> tuple[plan.Snapshot, list[workload.Gang]]:
+    """A snapshot of a small cluster with some running gangs, and the pending gangs of one cycle."""
+    islands = draw(st.integers(1, 3))
+    cluster = make_cluster(
+        *[
+            make_node(
+                name=f"n{i}",
+                cards=draw(st.sampled_from((4, 8))),
+                model=draw(st.sampled_from(MODELS)),
+                island=f"i{draw(st.integers(0, islands - 1))}",
+            )
+            for i in range(draw(st.integers(2, 6)))
+        ]
+    )
+    ledger = make_ledger(cluster)
+    running = []
+    for k in range(draw(st.integers(0, 4))):
+        gang = draw(gangs(name=f"r{k}", running=True))
+        order = draw(st.permutations(range(len(cluster))))
+        places = _first_fit(ledger, gang, order)
+        if places is not None:
+            running.append(make_running(ledger, gang, *places, started_at=draw(st.integers(0, 90))))
+    pending = [draw(gangs(name=f"p{k}")) for k in range(draw(st.integers(1, 4)))]
+    return make_snapshot(ledger, *running, now=100.0), pending
+
+
+def _first_fit(
+    ledger: ledger_.Ledger, gang: workload.Gang, order: list[int]
+) -> list[tuple[str, tuple[int, ...]]] | None:
+    """Each pod of ``gang`` on the first node of ``order`` where it fits, or None if one does not."""
+    trial = ledger.copy()
+    places = []
+    for pod in gang.pods():
+        for i in order:
+            cards = fit.choose(trial, i, pod, gang.cards)
+            if cards is not None:
+                places.append((ledger.cluster.nodes[i].name, cards))
+                trial.allocate(scoring.allocation(pod, scoring.Placement(i, cards, 0)))
+                break
+        else:
+            return None
+    return places
+
+
+def _held(snapshot: plan.Snapshot) -> list:
+    return sorted((a.pod, a.node, a.shares) for a in snapshot.ledger.allocations())
+
+
+@pytest.mark.parametrize("placer", PLACERS)
+@EXAMPLES
+@given(scene=scenes())
+def test_every_placer_returns_a_valid_plan_and_leaves_the_snapshot_alone(placer, scene):
+    snapshot, pending = scene
+    note(describe(snapshot))
+    before = _held(snapshot)
+    result = PLACERS[placer](snapshot, pending, CONFIG)
+    assert validate.violations(snapshot, pending, result) == []
+    assert _held(snapshot) == before
+
+
+@EXAMPLES
+@given(scene=scenes())
+def test_the_solver_never_places_less_than_its_greedy_hint(scene):
+    snapshot, pending = scene
+    note(describe(snapshot))
+    result = cycle.run(snapshot, pending, CONFIG)
+    if result.stats.used == "solver":
+        assert result.stats.solver_objective >= result.stats.greedy_objective
