@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from archipelago import workload
 from archipelago.placement import explain, greedy, model, objective, plan, pools, preempt
 
-SOLVER_SHARE_WITH_VICTIMS = 0.7
+SOLVER_SHARE_WITH_VICTIMS = 0.6
 """Share of the cycle budget the solver pass may use when preemption may follow."""
 
 
@@ -71,7 +71,7 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     if config.preemption and snapshot.running:
         longest = 0.01
         for gang in queue:
-            left = config.budget_s * 0.9 - (time.perf_counter() - started)
+            left = config.budget_s * 0.85 - (time.perf_counter() - started)
             if gang.name in placed or left <= longest:
                 continue
             if not preempt.candidates(snapshot.running, gang, evicted):

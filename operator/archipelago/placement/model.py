@@ -34,7 +34,7 @@ from archipelago.cluster import ledger as ledger_
 from archipelago.cluster import topology
 from archipelago.placement import greedy, objective, plan, pools
 
-_INT64_SAFE = 2**62
+_INT64_SAFE = 2**60
 
 
 @dataclasses.dataclass
@@ -197,13 +197,14 @@ def solve(
     k_extra = max_broken + 1
     k_value = config.island_penalty * max_extra * k_extra + max_broken + 1
     max_value = sum(item.weight * part.count * max(1, part.pod.cards) for item in units for part in item.parts)
+    value = sum(coef * expr for expr, coef in value_terms)
     if max_value * k_value > _INT64_SAFE:
         k_extra, k_value, broken_terms = 1, config.island_penalty * max_extra + 1, []
-    model.maximize(
-        k_value * sum(coef * expr for expr, coef in value_terms)
-        - config.island_penalty * k_extra * sum(extra_terms)
-        - sum(broken_terms)
-    )
+    model.maximize(k_value * value - config.island_penalty * k_extra * sum(extra_terms) - sum(broken_terms))
+    if model.validate():
+        # CP-SAT bounds the objective's sum of |coefficient| x |bound| well below int64: then
+        # only admission counts here, and the decoded plans still compare on all three terms.
+        model.maximize(value)
     built = time.perf_counter()
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(0.01, seconds - (built - started))
