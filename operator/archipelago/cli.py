@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 import threading
@@ -13,10 +14,28 @@ import rich.console
 import rich.progress
 
 from archipelago import cluster, policies
-from archipelago.sim import demo, experiment, inputs, protocols, report, scenario, specs, traces
+from archipelago.sim import (
+    demo,
+    experiment,
+    gang_replay,
+    gang_report,
+    gangs,
+    inputs,
+    protocols,
+    report,
+    scenario,
+    specs,
+    traces,
+)
 
 PROGRESS_AFTER_S = 2.0
 """Runs shorter than this show no progress bar."""
+GANG_WORKLOAD = "gangs"
+"""The ``--workload`` value that asks for the generated gang workload."""
+GANG_SCHEDULERS = ("archipelago", "greedy", "volcano-like")
+GANGS_DEFAULT = 150
+GANG_LOAD_DEFAULT = 1.2
+"""Defaults of the generated gang workload: a run of a few seconds on the demo cluster."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,7 +66,12 @@ def _names(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[st
 @click.option("--nodes", type=click.Path(dir_okay=False), help="Nodes CSV (openb or spot-GPU trace format).")
 @click.option("--pods", type=click.Path(dir_okay=False), help="Pods CSV (openb trace format).")
 @click.option("--cluster", "cluster_yaml", type=click.Path(dir_okay=False), help="Cluster YAML (instead of --nodes).")
-@click.option("--workload", "workload_yaml", type=click.Path(dir_okay=False), help="Workload YAML (instead of --pods).")
+@click.option(
+    "--workload",
+    "workload_yaml",
+    type=click.Path(dir_okay=False),
+    help="Workload YAML (instead of --pods), or 'gangs' for the generated gang workload.",
+)
 @click.option("--protocol", type=click.Choice(protocols.PROTOCOLS), default="fgd", show_default=True)
 @click.option(
     "--policies",
@@ -58,6 +82,22 @@ def _names(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[st
     help="Comma-separated policies to compare.",
 )
 @click.option("--seeds", default="42-44", show_default=True, callback=_seeds, help="Seeds: 42, 42-51 or 42,44.")
+@click.option("--seed", default=42, show_default=True, type=int, help="Gang workload: the one seed.")
+@click.option(
+    "--gangs",
+    "gang_count",
+    default=GANGS_DEFAULT,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Gang workload: gangs to generate.",
+)
+@click.option(
+    "--load",
+    default=GANG_LOAD_DEFAULT,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Gang workload: card-seconds offered in the arrival window, as a multiple of capacity.",
+)
 @click.option(
     "--tune", default=1.3, show_default=True, type=float, help="fgd protocol: demand as a multiple of capacity."
 )
@@ -73,6 +113,9 @@ def simulate(
     protocol: str,
     policy_names: tuple[str, ...],
     seeds: tuple[int, ...],
+    seed: int,
+    gang_count: int,
+    load: float,
     tune: float,
     bound: bool,
     as_json: bool,
@@ -85,11 +128,23 @@ def simulate(
     day of mixed fractional inference and training. Give --nodes and --pods for an Alibaba
     trace, or --cluster and --workload for YAML files.
 
+    --workload gangs replays generated gangs (Helios and Acme job statistics) through the gang
+    schedulers archipelago, greedy and volcano-like, on the demo cluster, on --cluster, or on
+    --nodes with islands of 32 nodes laid over it. A YAML file with a top-level 'gangs' list
+    is a gang workload too.
+
     \b
     Example, the FGD paper's protocol on the real trace:
       archipelago simulate --nodes ../shared/traces/alibaba-gpu-v2023/openb_node_list_gpu_node.csv \\
         --pods ../shared/traces/alibaba-gpu-v2023/openb_pod_list_default.csv --seeds 42-51 --bound
+    Example, gangs on the spot-GPU node list:
+      archipelago simulate --workload gangs --nodes ../shared/traces/alibaba-spot-gpu-v2026/node_info_df.csv
     """
+    if workload_yaml == GANG_WORKLOAD or (workload_yaml and gangs.is_gang_yaml(workload_yaml)):
+        if pods or bound or plot:
+            raise click.UsageError("--pods, --bound and --plot are for the pod workload, not for gangs")
+        _simulate_gangs(nodes, cluster_yaml, workload_yaml, policy_names, seed, gang_count, load, as_json, jobs)
+        return
     try:
         scn = _scenario(nodes, pods, cluster_yaml, workload_yaml)
         plan = experiment.Plan(protocol, policy_names, seeds, tune, bound)
@@ -134,6 +189,72 @@ def _scenario(
     arrivals = traces.read_pods_csv(pods) if pods else specs.read_workload_yaml(workload_yaml)  # type: ignore[arg-type]
     name = f"{pathlib.Path(pods or workload_yaml or '').stem} on {pathlib.Path(nodes or cluster_yaml or '').stem}"
     return scenario.Scenario(name, built, tuple(arrivals))
+
+
+def _simulate_gangs(
+    nodes: str | None,
+    cluster_yaml: str | None,
+    workload: str,
+    names: tuple[str, ...],
+    seed: int,
+    count: int,
+    load: float,
+    as_json: bool,
+    jobs: int | None,
+) -> None:
+    """The gang branch of ``simulate``: generated or YAML gangs through the gang schedulers."""
+    if nodes and cluster_yaml:
+        raise click.UsageError("give the cluster once: --nodes (CSV) or --cluster (YAML), not both")
+    if click.get_current_context().get_parameter_source("policy_names") is click.core.ParameterSource.DEFAULT:
+        names = GANG_SCHEDULERS
+    try:
+        if nodes:
+            built, where = gangs.island_cluster(traces.read_nodes_csv(nodes)), pathlib.Path(nodes).stem
+        elif cluster_yaml:
+            built, where = specs.read_cluster_yaml(cluster_yaml), pathlib.Path(cluster_yaml).stem
+        else:
+            built, where = demo.cluster(), "demo"
+        if workload == GANG_WORKLOAD:
+            arrivals = gangs.generate(seed, gangs=count, cluster=built, load=load)
+            what = f"{count} generated gangs (seed {seed})"
+        else:
+            arrivals, what = gangs.read_gangs_yaml(workload), pathlib.Path(workload).stem
+        offered = gangs.offered_load(arrivals, built)
+        for name in names:
+            gang_replay.scheduler(name)
+    except inputs.InputError as err:
+        raise click.ClickException(str(err)) from None
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    results = gang_replay.compare(arrivals, built, names, seed=seed, jobs=jobs)
+    if as_json:
+        click.echo(gang_report.dumps(results, workload=what, cluster=where, seed=seed, offered_load=offered))
+    else:
+        gang_report.print_table(results, f"{what} on {where}, offering {offered:.2f}x its cards")
+
+
+@main.group()
+def bench() -> None:
+    """Measure the scheduling core on generated clusters."""
+
+
+@bench.command("cycle")
+@click.option("--cards", default=10_000, show_default=True, type=click.IntRange(min=8), help="Cluster size in cards.")
+@click.option("--pending-pods", default=1_000, show_default=True, type=click.IntRange(min=1), help="Pending pods.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the generated cluster and batch.")
+@click.option("--budget", default=1.0, show_default=True, type=click.FloatRange(min=0.05), help="Cycle budget (s).")
+@click.option("--greedy-only", is_flag=True, help="Skip the CP-SAT pass (the greedy placer alone).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_cycle(cards: int, pending_pods: int, seed: int, budget: float, greedy_only: bool, as_json: bool) -> None:
+    """One scheduling cycle: islands of 32 eight-card servers, 30-60% busy, gangs of 1-512 cards."""
+    from archipelago.sim import benchmark
+
+    figures = benchmark.run_cycle(cards, pending_pods, seed=seed, budget_s=budget, solver=not greedy_only)
+    if as_json:
+        click.echo(json.dumps(figures))
+        return
+    for key, value in figures.items():
+        click.echo(f"{key:>18}  {value}")
 
 
 class _LazyProgress:

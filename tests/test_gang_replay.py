@@ -1,0 +1,327 @@
+"""The gang replay protocol and the baseline placers: hand-worked timelines, evictions that
+requeue, no partial gang ever, and ``archipelago simulate --workload gangs``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from archipelago import cycle, workload
+from archipelago.cli import main
+from archipelago.cluster import ledger as ledger_
+from archipelago.placement import baselines, plan, validate
+from archipelago.sim import gang_replay, gang_report, gangs
+from tests.builders import make_cluster, make_ledger, make_node, make_nodes
+from tests.gang_builders import make_eviction, make_gang, make_plan, make_running, make_snapshot
+
+SIM = Path(__file__).resolve().parent / "data" / "sim"
+CONFIG = plan.Config()
+BASELINES = {"greedy": baselines.first_fit, "volcano-like": baselines.volcano_like}
+
+
+def arrive(gang: workload.Gang, *, at: float, runs: float) -> gangs.GangArrival:
+    return gangs.GangArrival(dataclasses.replace(gang, queued_at=at), at, runs)
+
+
+def two_islands() -> list:
+    """Islands a (n0, n1) and b (n2, n3) of 8-card H800 servers."""
+    return [make_node(name=f"n{i}", island="a" if i < 2 else "b") for i in range(4)]
+
+
+def nodes_of(snapshot: plan.Snapshot, allocations) -> set[str]:
+    return {snapshot.ledger.cluster.nodes[a.node].name for a in allocations}
+
+
+# --- timelines worked by hand -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheduler", gang_replay.SCHEDULERS)
+def test_a_gang_waits_for_a_departure_and_its_queue_delay_is_exactly_that(scheduler):
+    cluster = make_cluster(*make_nodes(2, island="a"))
+    big = arrive(make_gang(name="big", pods=2, cards=8), at=0, runs=100)
+    late = arrive(make_gang(name="late", pods=1, cards=8), at=10, runs=50)
+
+    result = gang_replay.replay([big, late], cluster, scheduler)
+
+    assert result.first_start == {"big": 0, "late": 100}
+    assert result.queue_delay_mean_s == 45  # (0 + 90) / 2
+    assert result.queue_delay_p95_s == pytest.approx(85.5)
+    assert (result.gangs_placed, result.end_s, result.preemptions) == (2, 150, 0)
+    assert result.gpu_alloc_pct == 100  # every card busy from the first arrival to the last
+
+
+@pytest.mark.parametrize("scheduler", gang_replay.SCHEDULERS)
+def test_a_gang_that_never_fits_counts_with_its_wait_until_the_last_event(scheduler):
+    cluster = make_cluster(*make_nodes(2, island="a"))
+    fits = arrive(make_gang(name="fits", pods=1, cards=8), at=0, runs=100)
+    never = arrive(make_gang(name="never", pods=3, cards=8), at=5, runs=10)
+
+    result = gang_replay.replay([fits, never], cluster, scheduler)
+
+    assert result.first_start == {"fits": 0}
+    assert result.end_s == 100
+    assert result.queue_delay_mean_s == 47.5  # (0 + 95) / 2
+
+
+def test_allocation_is_weighted_by_time_from_the_first_arrival_to_the_last():
+    cluster = make_cluster(make_node(cards=8))
+    half = arrive(make_gang(name="half", pods=1, cards=4), at=0, runs=30)
+    later = arrive(make_gang(name="later", pods=1, cards=1), at=100, runs=10)
+
+    result = gang_replay.replay([half, later], cluster, "greedy")
+
+    assert result.gpu_alloc_pct == pytest.approx(15)  # 50% for 30 s of 100
+
+
+def test_one_island_shares_count_multi_node_placements_and_all_placements():
+    cluster = make_cluster(make_node(name="n0", island="a"), make_node(name="n1", island="b"))
+    spanning = arrive(make_gang(name="spanning", pods=2, cards=8), at=0, runs=10)
+    single = arrive(make_gang(name="single", pods=1, cards=8), at=20, runs=10)
+
+    result = gang_replay.replay([spanning, single], cluster, "greedy")
+
+    assert result.gangs_single_island_pct == 0
+    assert result.gangs_single_island_all_pct == 50
+
+
+# --- evictions ----------------------------------------------------------------------------------
+
+
+def evict_for_the_first_waiting(snapshot, pending, config):
+    """First fit; if a gang waits, evict every running preemptible gang of lower priority for it."""
+    result = baselines.first_fit(snapshot, pending, config)
+    waiting = [g for g in pending if g.name in result.waiting]
+    if not waiting:
+        return result
+    top = waiting[0]
+    victims = [r for r in snapshot.running.values() if r.gang.preemptible and r.gang.priority < top.priority]
+    ledger = snapshot.ledger.copy()
+    for running in victims:
+        for pod in running.pods:
+            ledger.release(pod)
+    placed = baselines.first_fit(plan.Snapshot(ledger, {}, snapshot.now), [top], config).placed
+    evictions = [make_eviction(r, for_gang=top.name, now=snapshot.now) for r in victims]
+    return make_plan(placed=placed, evictions=evictions if placed else ())
+
+
+@pytest.mark.parametrize("scheduler", [evict_for_the_first_waiting, "archipelago"])
+def test_an_evicted_gang_is_requeued_and_redoes_its_whole_duration(scheduler):
+    cluster = make_cluster(make_node(cards=8))
+    spot = arrive(make_gang(name="spot", pods=1, cards=8, preemptible=True), at=0, runs=100)
+    urgent = arrive(make_gang(name="urgent", pods=1, cards=8, priority=1000), at=10, runs=50)
+    after = arrive(make_gang(name="after", pods=1, cards=8), at=65, runs=10)
+
+    result = gang_replay.replay([spot, urgent, after], cluster, scheduler)
+
+    # spot restarts at 60 when urgent leaves and runs its full 100 s again, so after waits until 160
+    assert result.first_start == {"spot": 0, "urgent": 10, "after": 160}
+    assert result.preemptions == 1
+    assert result.lost_card_seconds == 80  # 8 cards for 10 s
+    assert result.end_s == 170
+
+
+def test_an_elastic_gang_that_shrinks_keeps_running_until_its_planned_end():
+    cluster = make_cluster(*make_nodes(2, island="a"))
+    elastic = arrive(make_gang(name="elastic", pods=4, cards=4, preemptible=True, min_member=2), at=0, runs=100)
+    urgent = arrive(make_gang(name="urgent", pods=1, cards=8, priority=1000), at=10, runs=20)
+
+    def shrink_for_urgent(snapshot, pending, config):
+        if "elastic" not in snapshot.running:
+            return baselines.first_fit(snapshot, pending, config)
+        running = snapshot.running["elastic"]
+        leaving = running.pods[-2:]
+        ledger = snapshot.ledger.copy()
+        for pod in leaving:
+            ledger.release(pod)
+        placed = baselines.first_fit(plan.Snapshot(ledger, {}, snapshot.now), pending, config).placed
+        eviction = make_eviction(running, for_gang="urgent", pods=leaving, whole=False, now=snapshot.now)
+        return make_plan(placed=placed, evictions=[eviction])
+
+    result = gang_replay.replay([elastic, urgent], cluster, shrink_for_urgent)
+
+    assert result.first_start == {"elastic": 0, "urgent": 10}
+    assert (result.shrinks, result.preemptions) == (1, 0)
+    assert result.end_s == 100
+
+
+# --- plans the replay refuses -------------------------------------------------------------------
+
+
+def test_a_plan_that_over_commits_raises():
+    cluster = make_cluster(make_node(cards=8))
+    first = arrive(make_gang(name="first", pods=1, cards=8), at=0, runs=100)
+    second = arrive(make_gang(name="second", pods=1, cards=8), at=10, runs=100)
+
+    def place_everything(snapshot, pending, config):
+        empty = make_ledger(snapshot.ledger.cluster)
+        return baselines.first_fit(plan.Snapshot(empty, {}, snapshot.now), pending, config)
+
+    with pytest.raises(ledger_.CapacityError):
+        gang_replay.replay([first, second], cluster, place_everything)
+
+
+def test_a_plan_that_places_a_gang_not_pending_or_changes_the_snapshot_raises():
+    cluster = make_cluster(make_node(cards=8))
+    only = [arrive(make_gang(name="only", pods=1, cards=1), at=0, runs=10)]
+    ghost = make_gang(name="ghost", pods=1, cards=1)
+
+    def place_a_ghost(snapshot, pending, config):
+        return baselines.first_fit(snapshot, [ghost], config)
+
+    def write_to_the_snapshot(snapshot, pending, config):
+        make_running(snapshot.ledger, ghost, "n0")
+        return plan.Plan()
+
+    with pytest.raises(ValueError, match="not pending"):
+        gang_replay.replay(only, cluster, place_a_ghost)
+    with pytest.raises(RuntimeError, match="changed the snapshot"):
+        gang_replay.replay(only, cluster, write_to_the_snapshot)
+
+
+def test_schedulers_are_found_by_name_and_an_unknown_name_is_refused():
+    assert gang_replay.scheduler("archipelago") is cycle.run
+    assert gang_replay.scheduler("greedy") is baselines.first_fit
+    with pytest.raises(ValueError, match="volcano-like"):
+        gang_replay.scheduler("kube")
+
+
+# --- the baselines ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baselines_never_place_a_partial_gang_over_a_generated_day(name):
+    cluster = gangs.island_cluster(make_nodes(12, model="H800") + make_nodes(8, prefix="a", model="A100-SXM4-80GB"), 8)
+    arrivals = gangs.generate(11, gangs=200, cluster=cluster, load=1.5)
+
+    def checked(snapshot, pending, config):
+        result = BASELINES[name](snapshot, pending, config)
+        assert validate.violations(snapshot, pending, result) == []
+        return result
+
+    result = gang_replay.replay(arrivals, cluster, checked)
+    assert result.gangs_placed > 150
+
+
+@pytest.mark.parametrize("place", BASELINES.values())
+def test_a_gang_that_does_not_fit_whole_is_not_placed_and_the_snapshot_stays_untouched(place):
+    ledger = make_ledger(make_cluster(*make_nodes(2, island="a")))
+    make_running(ledger, make_gang(name="busy", pods=1, cards=4), "n0")
+    snapshot = make_snapshot(ledger)
+    generation = ledger.generation
+
+    result = place(snapshot, [make_gang(name="pair", pods=2, cards=8)], CONFIG)
+
+    assert result.placed == {}
+    assert result.waiting["pair"].code is plan.ReasonCode.INSUFFICIENT_CAPACITY
+    assert ledger.generation == generation
+
+
+@pytest.mark.parametrize("place", BASELINES.values())
+def test_an_elastic_gang_gets_every_pod_that_fits_but_never_fewer_than_min_member(place):
+    snapshot = make_snapshot(make_ledger(make_cluster(*make_nodes(3, island="a"))))
+    elastic = make_gang(name="elastic", pods=4, cards=8, min_member=2)
+    rigid = make_gang(name="rigid", pods=4, cards=8)
+
+    assert len(place(snapshot, [elastic], CONFIG).placed["elastic"]) == 3
+    assert "rigid" in place(snapshot, [rigid], CONFIG).waiting
+
+
+def test_volcano_like_packs_the_most_allocated_island_and_first_fit_takes_node_order():
+    ledger = make_ledger(make_cluster(*two_islands()))
+    make_running(ledger, make_gang(name="busy", pods=1, cards=4), "n2")
+    snapshot = make_snapshot(ledger)
+    pair = make_gang(name="pair", pods=2, cards=4)
+
+    packed = baselines.volcano_like(snapshot, [pair], CONFIG).placed["pair"]
+    first = baselines.first_fit(snapshot, [pair], CONFIG).placed["pair"]
+
+    assert nodes_of(snapshot, packed) == {"n2", "n3"}
+    assert nodes_of(snapshot, first) == {"n0"}
+
+
+def test_first_fit_holds_a_required_gang_in_its_first_pods_island_where_volcano_like_finds_one():
+    ledger = make_ledger(make_cluster(*two_islands()))
+    make_running(ledger, make_gang(name="half", pods=1, cards=4), "n0")
+    make_running(ledger, make_gang(name="full", pods=1, cards=8), "n1")
+    snapshot = make_snapshot(ledger)
+    pair = make_gang(name="pair", pods=2, cards=4, topology="island-required")
+
+    assert "pair" in baselines.first_fit(snapshot, [pair], CONFIG).waiting
+    assert nodes_of(snapshot, baselines.volcano_like(snapshot, [pair], CONFIG).placed["pair"]) <= {"n2", "n3"}
+
+
+def test_baselines_go_in_queue_order_priority_first_then_arrival():
+    snapshot = make_snapshot(make_ledger(make_cluster(make_node(cards=8))))
+    early = make_gang(name="early", pods=1, cards=8, queued_at=0)
+    later = make_gang(name="later", pods=1, cards=8, queued_at=5)
+    urgent = make_gang(name="urgent", pods=1, cards=8, priority=10, queued_at=9)
+
+    for place in BASELINES.values():
+        assert list(place(snapshot, [later, early], CONFIG).placed) == ["early"]
+        assert list(place(snapshot, [early, urgent], CONFIG).placed) == ["urgent"]
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def simulate(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, ["simulate", *map(str, args)])
+
+
+def test_simulate_gangs_prints_the_figures_of_every_gang_scheduler_as_json():
+    result = simulate("--workload", "gangs", "--gangs", "40", "--json", "--jobs", "1")
+
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert list(out) == list(gang_replay.SCHEDULERS)
+    for name, figures in out.items():
+        for key in gang_report.FIGURES:
+            assert key in figures, (name, key)
+        assert 0 < figures["gpu_alloc_pct"] <= 100
+        assert figures["gangs"] == 40
+
+
+def test_simulate_gangs_runs_a_yaml_gang_file_on_a_yaml_cluster_and_tables_it():
+    args = ("--cluster", SIM / "cluster.yaml", "--workload", SIM / "gangs.yaml", "--policies", "greedy,volcano-like")
+    result = simulate(*args)
+
+    assert result.exit_code == 0, result.output
+    assert "volcano-like" in result.stdout and "5 of 5" in result.stdout
+
+
+def test_simulate_gangs_refuses_a_bad_gang_file_with_one_line_naming_file_line_and_field(tmp_path):
+    path = tmp_path / "gangs.yaml"
+    path.write_text("gangs:\n  - name: train\n    duration: soon\n    podSets: [{role: w}]\n")
+
+    result = simulate("--workload", path)
+
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"{path}:3: field 'gangs[0].duration'" in result.output
+
+
+def test_simulate_gangs_reports_invalid_yaml_in_a_gang_file_by_its_line(tmp_path):
+    path = tmp_path / "gangs.yaml"
+    path.write_text("gangs:\n  - name: [train\n")
+
+    result = simulate("--workload", path)
+
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"{path}:" in result.output and "invalid YAML" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (("--policies", "greedy,kube"), "unknown scheduler 'kube'"),
+        (("--bound",), "pod workload"),
+    ],
+)
+def test_simulate_gangs_refuses_what_it_cannot_run(args, fragment):
+    result = simulate("--workload", "gangs", "--gangs", "5", *args)
+
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert fragment in result.output
