@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from archipelago import workload
 from archipelago.placement import explain, greedy, model, objective, plan, pools, preempt
 
+SOLVER_SHARE = 0.8
+"""Share of the cycle budget the solver pass may use; decoding and explanations follow it."""
 SOLVER_SHARE_WITH_VICTIMS = 0.6
 """Share of the cycle budget the solver pass may use when preemption may follow."""
 
@@ -49,7 +51,7 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
 
     # 3. The solver pass, when it can still gain something. It leaves a quarter of the budget
     # to the victim search when there is anyone to preempt.
-    share = SOLVER_SHARE_WITH_VICTIMS if any(r.gang.preemptible for r in snapshot.running.values()) else 0.95
+    share = SOLVER_SHARE_WITH_VICTIMS if any(r.gang.preemptible for r in snapshot.running.values()) else SOLVER_SHARE
     left = config.budget_s * share - (time.perf_counter() - started)
     if config.solver and queue and left > 0.02 and not _best_possible(queue, placed, best):
         solver_state = pools.State(snapshot.ledger.copy())

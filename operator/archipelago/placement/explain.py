@@ -190,7 +190,7 @@ def _fits_alone(state: pools.State, gang: workload.Gang) -> bool:
     over the pools it may use, or over each domain of a required level.
     """
     demand = [(s.request, lower) for s, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True)]
-    eligible = sorted({k for s in gang.pod_sets for k in state.eligible(s.request, gang.cards)})
+    eligible = state.gang_pools(gang)
     request = gang.topology
     if request is None or not request.required:
         return state.fits(demand, eligible)
@@ -199,7 +199,8 @@ def _fits_alone(state: pools.State, gang: workload.Gang) -> bool:
     depth = state.ledger.cluster.topology.depth(request.level)
     domains: dict[topology.DomainId, list[int]] = {}
     for k in eligible:
-        domains.setdefault(state.pools[k].domain(depth), []).append(k)
+        if not state.pools[k].private:
+            domains.setdefault(state.pools[k].domain(depth), []).append(k)
     return any(state.fits(demand, ks) for ks in domains.values())
 
 

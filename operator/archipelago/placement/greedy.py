@@ -46,7 +46,7 @@ def place(state: pools.State, gang: workload.Gang) -> tuple[ledger_.Allocation, 
     """Place ``gang`` whole on ``state`` (allocations kept), or return None with ``state`` unchanged."""
     cluster = state.ledger.cluster
     request = gang.topology
-    eligible = {k for s in gang.pod_sets for k in state.eligible(s.request, gang.cards)}
+    eligible = set(state.gang_pools(gang))
     if not eligible:
         return None
     if request is not None and request.required and request.level in (topology.HOSTNAME, workload.LINK_GROUP):
@@ -55,8 +55,10 @@ def place(state: pools.State, gang: workload.Gang) -> tuple[ledger_.Allocation, 
     mandatory = [(s.request, n) for s, n in zip(gang.pod_sets, gang.lower_bounds(), strict=True)]
     if depth is not None:
         domains: dict[topology.DomainId, list[int]] = {}
+        required = request is not None and request.required
         for k in sorted(eligible):
-            domains.setdefault(state.pools[k].domain(depth), []).append(k)
+            if not (required and state.pools[k].private):
+                domains.setdefault(state.pools[k].domain(depth), []).append(k)
         fitting = [ks for ks in domains.values() if state.fits(mandatory, ks)]
         for ks in sorted(fitting, key=lambda ks: (sum(state.pools[k].milli for k in ks), ks[0])):
             allocations = _fill(state, gang, {k: 0 for k in ks})

@@ -104,6 +104,8 @@ def items(state: pools.State, gangs: Sequence[workload.Gang], weights: Mapping[i
         depth = None
         required = bool(request and request.required and not whole_node and request.level in topo.levels)
         if required:
+            for part in parts:
+                part.pools = [k for k in part.pools if not state.pools[k].private]
             depth = topo.depth(request.level)  # type: ignore[union-attr]
         elif gang.size > 1 and not whole_node:
             depth = objective.preferred_depth(topo, gang)

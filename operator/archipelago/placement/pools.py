@@ -34,6 +34,9 @@ class Pool:
     node: nodes_.Node
     """A representative node, for static checks (model, taints, selector, link rules)."""
     slots: list[int]
+    private: bool = False
+    """Its nodes lack the finest island label: each is an island of its own, so the pool never
+    counts as one domain for a ``required`` gang (see ``topology.Topology.path``)."""
     cpu: int = 0
     memory: int = 0
     milli: int = 0
@@ -80,11 +83,15 @@ class State:
         keys: dict[tuple, int] = {}
         for i, node in enumerate(cluster.nodes):
             path = cluster.path(i)[: len(levels)]
+            private = bool(path) and path[-1].startswith("<")
+            if private:
+                # Unlabelled nodes are interchangeable for capacity; one pool keeps the model small.
+                path = tuple("<unlabelled>" if v.startswith("<") else v for v in path)
             key = (path, _signature(node, levels))
             k = keys.get(key)
             if k is None:
                 k = keys[key] = len(self.pools)
-                self.pools.append(Pool(k, [], path, node, [0] * len(self.sizes)))
+                self.pools.append(Pool(k, [], path, node, [0] * len(self.sizes), private))
             self.pools[k].nodes.append(i)
             self.pool_of[i] = k
             self._add(i, +1)
@@ -121,6 +128,11 @@ class State:
     def eligible(self, pod: workload.PodRequest, gang_cards: int) -> list[int]:
         """Pools whose nodes ``pod`` may run on (statically: model, taints, selector, link rules)."""
         return [p.index for p in self.pools if fit.admits(p.node, pod, gang_cards)]
+
+    def gang_pools(self, gang: workload.Gang) -> list[int]:
+        """Pools for ``gang``: where its card-holding pod sets may run (all pod sets if none holds cards)."""
+        sets = [s for s in gang.pod_sets if s.request.cards] or list(gang.pod_sets)
+        return sorted({k for s in sets for k in self.eligible(s.request, gang.cards)})
 
     def fits(self, demand: Iterable[tuple[workload.PodRequest, int]], pools: Iterable[int]) -> bool:
         """Aggregate check: could ``count`` pods of each request fit these pools' free capacity?
