@@ -125,3 +125,17 @@ def test_a_launcher_without_cards_is_placed_with_its_workers():
     gang = make_gang(pod_sets=[make_pod_set(role="launcher", cards=0), make_pod_set(count=2, cards=8)])
     result = cycle.run(make_snapshot(_two_islands()), [gang], plan.Config(budget_s=0.5))
     assert len(result.placed["g"]) == 3
+
+
+def test_a_launcher_that_could_run_anywhere_does_not_lend_other_models_cards_to_the_reason():
+    ledger = make_ledger(
+        make_cluster(
+            *make_nodes(3, prefix="h", model="H800", island="island-a"),
+            *make_nodes(2, prefix="a", model="A100-SXM4-80GB", island="island-a"),
+        )
+    )
+    busy = make_running(ledger, make_gang(name="busy", pods=1, cards=8, priority=50), "h0")
+    gang = make_gang(pods=3, cards=8, launcher=True, topology="island-required")
+    wait = _wait(ledger, gang, running=[busy])["g"]
+    assert wait.code is Code.INSUFFICIENT_CAPACITY
+    assert wait.message == "needs 24 x H800; 16 x H800 are free on matching nodes"
