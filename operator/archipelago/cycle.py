@@ -88,12 +88,12 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
                 placed[gang.name] = outcome.allocations
 
     # 5. A reason for every gang that waits.
-    before = pools.State(snapshot.ledger.copy())
-    waiting = {
-        g.name: explain.reason(before, state, snapshot, g, preemption_tried=g.name in tried)
-        for g in queue
-        if g.name not in placed
-    }
+    waiting: dict[str, plan.Wait] = {}
+    unplaced = [g for g in queue if g.name not in placed]
+    if unplaced:
+        before = pools.State(snapshot.ledger.copy())
+        for g in unplaced:
+            waiting[g.name] = explain.reason(before, state, snapshot, g, preemption_tried=g.name in tried)
     stats.seconds = time.perf_counter() - started
     return plan.Plan(dict(placed), evictions, waiting, stats)
 

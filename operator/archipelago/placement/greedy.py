@@ -102,15 +102,10 @@ def _fill(state: pools.State, gang: workload.Gang, rank: dict[int, int]) -> tupl
                 if allocation is None:
                     if phase == "optional":
                         break
-                    for a in reversed(done):
-                        state.release(a.pod)
+                    state.undo(done)
                     return None
                 done.append(allocation)
-    if len(done) < gang.min_member:  # type: ignore[operator]
-        for a in reversed(done):
-            state.release(a.pod)
-        return None
-    return tuple(done)
+    return _whole(state, gang, done)
 
 
 def place_pod(
@@ -148,8 +143,7 @@ def place_on_pools(
     per_group = request is not None and request.level == workload.LINK_GROUP
     allocations = _on_one_node(state, gang, set(eligible), per_group=per_group)
     if allocations is not None and not keep:
-        for a in reversed(allocations):
-            state.release(a.pod)
+        state.undo(allocations)
     return allocations
 
 
@@ -183,14 +177,19 @@ def _fill_node(
             if cards is None:
                 if index >= lower:
                     break
-                for a in reversed(done):
-                    state.release(a.pod)
+                state.undo(done)
                 return None
             allocation = scoring.allocation(pod, scoring.Placement(i, cards, 0))
             state.allocate(allocation)
             done.append(allocation)
+    return _whole(state, gang, done)
+
+
+def _whole(
+    state: pools.State, gang: workload.Gang, done: list[ledger_.Allocation]
+) -> tuple[ledger_.Allocation, ...] | None:
+    """``done`` if it runs at least ``min_member`` pods; otherwise rolled back and None."""
     if len(done) < gang.min_member:  # type: ignore[operator]
-        for a in reversed(done):
-            state.release(a.pod)
+        state.undo(done)
         return None
     return tuple(done)

@@ -345,8 +345,7 @@ def decode(state: pools.State, units: Sequence[_Item], solution: Solution) -> di
             else:
                 placed.setdefault(gang.name, []).append(allocation)
     for name in failed:
-        for a in placed.pop(name, ()):
-            state.release(a.pod)
+        state.undo(placed.pop(name, ()))
     out = {name: tuple(allocations) for name, allocations in placed.items()}
     for gang in wanted:
         if gang.name in failed:

@@ -125,6 +125,11 @@ class State:
         finally:
             self._add(node.node, +1)
 
+    def undo(self, allocations: Iterable[ledger_.Allocation]) -> None:
+        """Release ``allocations`` newest first: roll back a tentative placement."""
+        for a in reversed(list(allocations)):
+            self.release(a.pod)
+
     def eligible(self, pod: workload.PodRequest, gang_cards: int) -> list[int]:
         """Pools whose nodes ``pod`` may run on (statically: model, taints, selector, link rules)."""
         return [p.index for p in self.pools if fit.admits(p.node, pod, gang_cards)]

@@ -235,8 +235,7 @@ def _apply(
     for pod, i in sorted(entries, key=lambda e: -e[0].milli):
         cards = fit.choose(ledger, i, pod, gang.cards)
         if cards is None:
-            for a in reversed(done):
-                state.release(a.pod)
+            state.undo(done)
             for a in undo:
                 state.allocate(a)
             return None

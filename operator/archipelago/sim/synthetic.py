@@ -46,17 +46,19 @@ def island_cluster(cards: int) -> cluster_.Cluster:
     built = []
     for i in range(count):
         island = i // PER_ISLAND
-        model = MODELS[island % len(MODELS)]
-        built.append(
-            nodes.Node(
-                name=f"node-{i:05d}",
-                cpu_milli=128_000,
-                memory_mib=1024 * 1024,
-                devices=devices.cards(model, NODE_CARDS),
-                labels={topology.ISLAND: f"island-{island}", topology.SPINE: f"spine-{island // ISLANDS_PER_SPINE}"},
-            )
-        )
+        built.append(_server(f"node-{i:05d}", island, spine=island // ISLANDS_PER_SPINE))
     return cluster_.build(built)
+
+
+def _server(name: str, island: int, *, spine: int) -> nodes.Node:
+    """An 8-card server of island ``island``'s model (models in rotation), with its labels."""
+    return nodes.Node(
+        name=name,
+        cpu_milli=128_000,
+        memory_mib=1024 * 1024,
+        devices=devices.cards(MODELS[island % len(MODELS)], NODE_CARDS),
+        labels={topology.ISLAND: f"island-{island}", topology.SPINE: f"spine-{spine}"},
+    )
 
 
 def _shape(rng: random.Random) -> tuple[int, int, bool]:
@@ -152,17 +154,7 @@ def hard_case(seed: int) -> tuple[plan.Snapshot, list[workload.Gang]]:
     rng = random.Random(seed)
     built = []
     for island in range(6):
-        model = MODELS[island % len(MODELS)]
-        for k in range(8):
-            built.append(
-                nodes.Node(
-                    name=f"h{island}-{k}",
-                    cpu_milli=128_000,
-                    memory_mib=1024 * 1024,
-                    devices=devices.cards(model, NODE_CARDS),
-                    labels={topology.ISLAND: f"island-{island}", topology.SPINE: f"spine-{island // 3}"},
-                )
-            )
+        built.extend(_server(f"h{island}-{k}", island, spine=island // 3) for k in range(8))
     cluster = cluster_.build(built)
     book = ledger.Ledger(cluster)
     for i in range(len(cluster)):
