@@ -74,7 +74,8 @@ class Node:
     """A schedulable node and its accelerator cards.
 
     All cards of a node are of one model (a server is built from one card type). ``pool`` names
-    the node pool (``AcceleratorPool``) the node belongs to.
+    the node pool (``AcceleratorPool``) the node belongs to. ``links`` overrides the card
+    model's built-in link rules (an ``AcceleratorPool``'s ``linkRules``); ``None`` keeps them.
 
     Raises ``ValueError`` for negative capacity, mixed card models or card indices that are not
     ``0..n-1``.
@@ -87,6 +88,7 @@ class Node:
     pool: str = "default"
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
+    links: devices.LinkTopology | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", types.MappingProxyType(dict(self.labels)))

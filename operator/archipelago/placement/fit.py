@@ -17,7 +17,9 @@ from archipelago.policies import scoring
 
 
 def links(node: nodes.Node) -> devices.LinkTopology:
-    """The link rules of the node's card model (PCIe-only for a node without cards)."""
+    """The node's link rules: its pool's, else its card model's (PCIe-only for a node without cards)."""
+    if node.links is not None:
+        return node.links
     return devices.model(node.model).links if node.model else devices.PCIE_ONLY
 
 

@@ -62,7 +62,7 @@ def slot_demand(cards: int, size: int) -> int:
 def _signature(node: nodes_.Node, levels: Sequence[str]) -> tuple:
     labels = tuple(sorted((k, v) for k, v in node.labels.items() if k not in levels and k != topology.HOSTNAME))
     resource = node.devices[0].resource if node.devices else None
-    return (node.model, resource, node.card_count, node.pool, node.taints, labels)
+    return (node.model, resource, node.card_count, node.pool, node.taints, node.links, labels)
 
 
 class State:
