@@ -203,3 +203,28 @@ class WorkloadStatus(Model):
         description="queuedTime: when the workload last entered the queue (RFC 3339); orders equal priorities.",
         json_schema_extra={"format": "date-time"},
     )
+
+
+def with_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    *,
+    now: str,
+    generation: int | None = None,
+) -> list[dict[str, Any]]:
+    """``conditions`` (JSON dicts) with the condition of ``type_`` set.
+
+    ``lastTransitionTime`` moves only when ``status`` changes, as the Kubernetes API
+    conventions ask; other conditions are kept in order.
+    """
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == status else now
+    new = {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": since}
+    if generation is not None:
+        new["observedGeneration"] = generation
+    if old is None:
+        return [*conditions, new]
+    return [new if c is old else c for c in conditions]

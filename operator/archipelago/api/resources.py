@@ -94,7 +94,11 @@ class AcceleratorPoolStatus(common.Model):
     cards: int = Field(0, ge=0, description="cards: healthy cards in the pool.")
     allocated_milli_cards: int = Field(0, ge=0, description="allocatedMilliCards: card capacity held, in milli-cards.")
     models: list[PoolModel] = Field(default_factory=list, description="models: cards per model.")
-    conditions: list[common.Condition] = Field(default_factory=list, description="conditions: Ready.")
+    conditions: list[common.Condition] = Field(
+        default_factory=list,
+        description="conditions: Ready.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     observed_generation: int | None = Field(None, ge=0, description="observedGeneration: the spec generation seen.")
 
 
@@ -105,6 +109,13 @@ PRIORITY_DOC = "priorityClassName: a PriorityClass; its value orders the queue a
 
 class ReplicaSet(common.Model):
     """One role of a training job: ``replicas`` identical pods."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra=common.cel(
+            "!has(self.minReplicas) || self.minReplicas <= self.replicas",
+            "minReplicas must not exceed replicas",
+        )
+    )
 
     name: Annotated[str, Field(pattern=common.DNS_LABEL, max_length=24)] = Field(
         description="name: the role (launcher, worker); pods are named <job>-<name>-<index>."
@@ -154,6 +165,17 @@ class TrainingJobSpec(common.Model):
     checkpoint: common.Checkpoint = Field(
         default_factory=common.Checkpoint, description="checkpoint: how the job saves its work before preemption."
     )
+
+    @pydantic.model_validator(mode="after")
+    def _min_member_fits(self) -> TrainingJobSpec:
+        """Mirrors the CRD's CEL rules, for objects that reach the operator without the API server's check."""
+        pods = sum(r.replicas for r in self.replica_sets)
+        if self.min_member is not None and self.min_member > pods:
+            raise ValueError(f"minMember must not exceed the pods of all replicaSets together ({pods})")
+        for r in self.replica_sets:
+            if r.min_replicas is not None and r.min_replicas > r.replicas:
+                raise ValueError(f"replicaSets[{r.name}].minReplicas must not exceed its replicas ({r.replicas})")
+        return self
 
 
 class InferenceServiceSpec(common.Model):
@@ -227,7 +249,7 @@ ACCELERATOR_POOL = Kind(
 TRAINING_JOB = Kind(
     kind="TrainingJob",
     plural="trainingjobs",
-    short_names=("tj", "trainjob"),
+    short_names=("tj",),
     namespaced=True,
     spec=TrainingJobSpec,
     status=common.WorkloadStatus,
