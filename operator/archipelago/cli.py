@@ -257,6 +257,61 @@ def bench_cycle(cards: int, pending_pods: int, seed: int, budget: float, greedy_
         click.echo(f"{key:>18}  {value}")
 
 
+@main.command()
+@click.option("--budget", default=1.0, show_default=True, type=click.FloatRange(min=0.05), help="Cycle budget (s).")
+@click.option(
+    "--resync", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Cycle at least every N s."
+)
+@click.option("--metrics-port", default=9090, show_default=True, type=click.IntRange(0, 65535), help="0: no endpoint.")
+@click.option("--peering", help="kopf peering name: replicas stand by and only the highest --priority schedules.")
+@click.option("--priority", default=0, show_default=True, type=int, help="This replica's peering priority.")
+@click.option("--no-preemption", is_flag=True, help="Never preempt running gangs.")
+@click.option("--verbose", is_flag=True)
+def run(
+    budget: float,
+    resync: float,
+    metrics_port: int,
+    peering: str | None,
+    priority: int,
+    no_preemption: bool,
+    verbose: bool,
+) -> None:
+    """Run the operator against the cluster of the current kubeconfig (or in-cluster)."""
+    from archipelago import config, runner
+    from archipelago.placement import plan
+
+    cycle = plan.Config(budget_s=budget, preemption=not no_preemption)
+    settings = config.Operator(cycle=cycle, resync_s=resync, metrics_port=metrics_port or None)
+    runner.run(settings, peering=peering, priority=priority, verbose=verbose)
+
+
+@main.command()
+@click.argument("reference", metavar="KIND/NAME")
+@click.option("-n", "--namespace", default="default", show_default=True)
+def explain(reference: str, namespace: str) -> None:
+    """Why a TrainingJob, InferenceService or AcceleratorPool is where it is, or why it waits."""
+    import kubernetes.client
+
+    from archipelago import runner
+
+    try:
+        click.echo(runner.explain(reference, namespace))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    except kubernetes.client.ApiException as e:
+        raise click.ClickException(f"{reference}: HTTP {e.status} {e.reason}") from None
+
+
+@main.command()
+@click.argument("directory", default="crds", type=click.Path(file_okay=False))
+def crds(directory: str) -> None:
+    """Write the CustomResourceDefinitions generated from the API models into DIRECTORY."""
+    from archipelago.api import crd
+
+    for path in crd.write(pathlib.Path(directory)):
+        click.echo(path)
+
+
 class _LazyProgress:
     """A progress bar on ``console`` that appears only once a run has lasted ``PROGRESS_AFTER_S``."""
 

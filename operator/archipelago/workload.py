@@ -124,14 +124,16 @@ class PodSet:
     """``count`` pods of one role (launcher, worker), each asking for ``request``.
 
     ``min_count`` is the fewest pods of this set an admitted gang runs with; ``None`` lets
-    the gang decide (see ``Gang``). Raises ``ValueError`` naming the field for a count below 1
-    or a ``min_count`` outside ``0..count``.
+    the gang decide (see ``Gang``). ``first_index`` numbers the pods from there (an inference
+    replica placed on its own keeps its index). Raises ``ValueError`` naming the field for a
+    count below 1 or a ``min_count`` outside ``0..count``.
     """
 
     role: str
     count: int
     request: PodRequest
     min_count: int | None = None
+    first_index: int = 0
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -149,7 +151,8 @@ class Gang:
     keeps all its pods, except the last one (by convention the workers), which gives up what
     ``min_member`` allows. ``priority`` is the PriorityClass value; only ``preemptible`` gangs
     can be preempted, and only by gangs of higher priority. ``queued_at`` (seconds) orders
-    gangs of equal priority, first come first served.
+    gangs of equal priority, first come first served. ``pod_prefix`` names the pods
+    (``<pod_prefix>-<role>-<index>``); ``None`` uses ``name``.
 
     Raises ``ValueError`` naming the field for an empty gang, duplicate roles, or a
     ``min_member`` outside ``sum(lower bounds)..size``.
@@ -162,6 +165,7 @@ class Gang:
     preemptible: bool = False
     topology: TopologyRequest | None = None
     queued_at: float = 0.0
+    pod_prefix: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pod_sets", tuple(self.pod_sets))
@@ -207,10 +211,10 @@ class Gang:
         return tuple(bounds)
 
     def pod(self, pod_set: PodSet, index: int) -> PodRequest:
-        """Pod ``index`` of ``pod_set``, named ``<gang>-<role>-<index>``."""
+        """Pod ``index`` of ``pod_set``, named ``<pod_prefix>-<role>-<first_index + index>``."""
+        name = f"{self.pod_prefix or self.name}-{pod_set.role}-{pod_set.first_index + index}"
         return dataclasses.replace(
-            pod_set.request, name=f"{self.name}-{pod_set.role}-{index}", priority=self.priority, gang=self.name,
-            role=pod_set.role,
+            pod_set.request, name=name, priority=self.priority, gang=self.name, role=pod_set.role
         )
 
     def pods(self) -> tuple[PodRequest, ...]:

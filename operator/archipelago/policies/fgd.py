@@ -150,3 +150,13 @@ class FGD(scoring.Policy):
         for j in chosen:
             trial[j] -= pod.milli_per_card
         return self.fragmentation.of(model, cpu_after, memory_after, trial), chosen
+
+
+def fragmented_milli(ledger: ledger_.Ledger, fragmentation: Fragmentation) -> float:
+    """Cluster-wide FGD fragmentation of the ledger's current state, in milli-cards."""
+    nodes = ledger.cluster.nodes
+    return sum(
+        fragmentation.of(nodes[i].model, ledger.cpu_free[i], ledger.memory_free[i], ledger.card_free[i])
+        for i in range(len(nodes))
+        if nodes[i].devices
+    )

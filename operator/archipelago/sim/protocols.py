@@ -186,7 +186,7 @@ def run_fgd(
     fragmented: float | None = None
     for k, pod in enumerate(arrivals):
         if k == window_end:
-            fragmented = _fragmented_milli(ledger, fragmentation)
+            fragmented = fgd.fragmented_milli(ledger, fragmentation)
         placement, decisions[k] = _decide(policy, pod)
         arrived += pod.milli
         if placement is None:
@@ -197,7 +197,7 @@ def run_fgd(
         if tick is not None:
             tick()
     if fragmented is None:
-        fragmented = _fragmented_milli(ledger, fragmentation)
+        fragmented = fgd.fragmented_milli(ledger, fragmentation)
     return RunResult(policy_name, seed, len(arrivals), failed, curve.means(), decisions, fragmented)
 
 
@@ -261,13 +261,13 @@ def run_replay(
         if curve.bucket(offered) == KPI_POINTS[0]:
             peak_bucket_seen = True
         elif peak_bucket_seen and fragmented is None:
-            fragmented = _fragmented_milli(ledger, fragmentation)
+            fragmented = fgd.fragmented_milli(ledger, fragmentation)
         if tick is not None:
             tick()
     span = (last_arrival - events[0][0]) if events else 0.0
     mean_pct = area / span / capacity * 100 if span > 0 else ledger.allocated_milli / capacity * 100
     if fragmented is None:
-        fragmented = _fragmented_milli(ledger, fragmentation)
+        fragmented = fgd.fragmented_milli(ledger, fragmentation)
     return RunResult(
         policy_name,
         seed,
@@ -277,14 +277,4 @@ def run_replay(
         np.asarray(decisions, dtype=np.int64),
         fragmented,
         alloc_time_mean_pct=mean_pct,
-    )
-
-
-def _fragmented_milli(ledger: ledger_.Ledger, fragmentation: fgd.Fragmentation) -> float:
-    """Cluster-wide FGD fragmentation, in milli-cards, of the current state."""
-    nodes = ledger.cluster.nodes
-    return sum(
-        fragmentation.of(nodes[i].model, ledger.cpu_free[i], ledger.memory_free[i], ledger.card_free[i])
-        for i in range(len(nodes))
-        if nodes[i].devices
     )

@@ -1,0 +1,38 @@
+"""Operator settings: one frozen dataclass, each field documented, every value overridable by flag."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from archipelago.placement import plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Actuation:
+    """How hard the operator tries each API write."""
+
+    attempts: int = 4
+    """Tries per request before giving up (a gang is then rolled back)."""
+    backoff_s: float = 0.2
+    """Wait before the second try; doubled before each later one."""
+    timeout_s: float = 10.0
+    """Bound on one API request, seconds."""
+    parallel: int = 16
+    """API requests in flight at once."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Operator:
+    cycle: plan.Config = plan.Config()
+    """The scheduling cycle: budget (default 1 s), seed, solver and preemption switches."""
+    resync_s: float = 10.0
+    """A cycle runs at least this often (seconds), even without events."""
+    settle_s: float = 0.2
+    """After an event, wait this long (seconds) so a burst of events makes one cycle."""
+    metrics_port: int | None = 9090
+    """Port of the Prometheus endpoint; None: no endpoint."""
+    actuation: Actuation = Actuation()
+
+    def __post_init__(self) -> None:
+        if self.resync_s <= 0 or self.settle_s < 0:
+            raise ValueError(f"resync_s must be positive and settle_s not negative: {self.resync_s}, {self.settle_s}")

@@ -1,0 +1,165 @@
+"""The kopf handlers: adapters from watch events to the scheduling loop. They decide nothing.
+
+Indexes keep complete caches of nodes, managed pods, pools, workloads and PriorityClasses.
+The loop runs inside a daemon of an AcceleratorPool, for two kopf guarantees: resource
+handlers start only after every index is complete (so the ledger is rebuilt from all pod
+annotations before the first placement), and daemons stop while peering pauses the operator
+(so only one scheduler acts). One lock makes the pools' daemons take turns: the first one
+runs the loop, the others wait to take over if its pool goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import kubernetes.client
+
+from archipelago import api, config, scheduler
+from archipelago.actuation import Actuator
+from archipelago.api import labels, resources
+
+registry = kopf.OperatorRegistry()
+
+_TRAINING = (api.GROUP, api.VERSION, resources.TRAINING_JOB.plural)
+_INFERENCE = (api.GROUP, api.VERSION, resources.INFERENCE_SERVICE.plural)
+_POOLS = (api.GROUP, api.VERSION, resources.ACCELERATOR_POOL.plural)
+_PRIORITY_CLASSES = ("scheduling.k8s.io", "v1", "priorityclasses")
+_MANAGED = {labels.MANAGED_BY: labels.MANAGER}
+
+
+@dataclasses.dataclass
+class Runtime:
+    """What the handlers share, carried in kopf's memo: settings, the API client, the loop."""
+
+    settings: config.Operator
+    client: kubernetes.client.ApiClient
+    scheduler: scheduler.Scheduler | None = None
+    lock: asyncio.Lock | None = None
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(dict(body))
+
+
+@kopf.index("nodes", registry=registry)
+def nodes_index(name: str, body: kopf.Body, **_: Any) -> dict:
+    return {name: _plain(body)}
+
+
+@kopf.index("pods", labels=_MANAGED, registry=registry)
+def pods_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, name): _plain(body)}
+
+
+@kopf.index(*_POOLS, registry=registry)
+def pools_index(name: str, body: kopf.Body, **_: Any) -> dict:
+    return {name: _plain(body)}
+
+
+@kopf.index(*_TRAINING, registry=registry)
+def jobs_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, name): _plain(body)}
+
+
+@kopf.index(*_INFERENCE, registry=registry)
+def services_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict:
+    return {(namespace, name): _plain(body)}
+
+
+@kopf.index(*_PRIORITY_CLASSES, registry=registry)
+def priorities_index(name: str, body: kopf.Body, **_: Any) -> dict:
+    return {name: _plain(body)}
+
+
+def _values(index: kopf.Index) -> list[dict[str, Any]]:
+    return [value for store in index.values() for value in store]
+
+
+@kopf.on.startup(registry=registry)
+async def start(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    nodes_index: kopf.Index,
+    pods_index: kopf.Index,
+    pools_index: kopf.Index,
+    jobs_index: kopf.Index,
+    services_index: kopf.Index,
+    priorities_index: kopf.Index,
+    **_: Any,
+) -> None:
+    """Keep kopf's own bookkeeping in annotations (our status schema has no room for it), build the loop."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=api.GROUP)
+    settings.posting.level = 40  # only errors become kopf's own Events; ours are explicit
+
+    def read() -> scheduler.Inputs:
+        return scheduler.Inputs(
+            nodes=_values(nodes_index),
+            pools=_values(pools_index),
+            pods=_values(pods_index),
+            jobs=_values(jobs_index),
+            services=_values(services_index),
+            priority_classes=_values(priorities_index),
+        )
+
+    runtime: Runtime = memo.runtime
+    runtime.lock = asyncio.Lock()
+    runtime.scheduler = scheduler.Scheduler(
+        read, Actuator(runtime.client, runtime.settings.actuation), runtime.settings
+    )
+
+
+@kopf.daemon(*_POOLS, registry=registry, cancellation_timeout=5.0)
+async def schedule(memo: kopf.Memo, **_: Any) -> None:
+    """Run the scheduling loop while this pool exists and the operator is active."""
+    runtime: Runtime = memo.runtime
+    assert runtime.lock is not None and runtime.scheduler is not None
+    async with runtime.lock:
+        ready = asyncio.Event()
+        ready.set()
+        await runtime.scheduler.run(ready)
+
+
+def _wake(memo: kopf.Memo) -> None:
+    runtime: Runtime = memo.runtime
+    if runtime.scheduler is not None:
+        runtime.scheduler.wake()
+
+
+@kopf.on.event("nodes", registry=registry)
+@kopf.on.event("pods", labels=_MANAGED, registry=registry)
+@kopf.on.event(*_POOLS, registry=registry)
+@kopf.on.event(*_TRAINING, registry=registry)
+@kopf.on.event(*_INFERENCE, registry=registry)
+@kopf.on.event(*_PRIORITY_CLASSES, registry=registry)
+def wake(memo: kopf.Memo, **_: Any) -> None:
+    """Any change may let a gang fit or need a verdict: ask for a cycle."""
+    _wake(memo)
+
+
+@kopf.on.delete(*_TRAINING, registry=registry)
+@kopf.on.delete(*_INFERENCE, registry=registry)
+async def remove_pods(
+    namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, pods_index: kopf.Index, **_: Any
+) -> None:
+    """Delete a removed workload's pods (owner references do it too where a garbage collector runs)."""
+    runtime: Runtime = memo.runtime
+    kind = body.get("kind", "")
+    mine = [
+        p["metadata"]["name"]
+        for p in _values(pods_index)
+        if p["metadata"].get("namespace") == namespace
+        and (p["metadata"].get("labels") or {}).get(labels.JOB_NAME) == name
+        and (p["metadata"].get("labels") or {}).get(labels.JOB_KIND) == kind
+    ]
+    grace = ((body.get("spec") or {}).get("checkpoint") or {}).get("gracePeriodSeconds")
+    if mine and runtime.scheduler is not None:
+        failed = await runtime.scheduler.actuator.delete_pods(namespace, mine, grace)
+        if failed:
+            raise kopf.TemporaryError(f"{failed} pods of {namespace}/{name} not deleted yet", delay=5)
+    _wake(memo)

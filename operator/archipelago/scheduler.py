@@ -1,0 +1,449 @@
+"""The scheduling loop: one cycle at a time, from the operator's caches to API writes.
+
+Each cycle reads the caches (nodes, pools, pods, workloads, PriorityClasses), rebuilds the
+ledger from pod annotations, settles each workload's lifecycle, runs the pure scheduling
+cycle (``archipelago.cycle.run``, the simulator's code) in a worker thread, checks the plan
+with the solver-independent validator and only then applies it through ``actuation``.
+Nothing is kept between cycles except the preemptions in flight: the cluster is the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import datetime
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pydantic
+
+from archipelago import config, cycle, inventory, lifecycle, manifests, metrics, queueing, workload
+from archipelago.actuation import Actuator
+from archipelago.api import common, labels, resources
+from archipelago.api import reasons as reasons_
+from archipelago.cluster import ledger as ledger_
+from archipelago.placement import plan as plan_
+from archipelago.placement import validate
+from archipelago.policies import fgd
+
+logger = logging.getLogger(__name__)
+Reason = reasons_.Reason
+SCHEDULED = reasons_.ConditionType.SCHEDULED
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What one cycle reads: plain object dicts from the operator's indexes."""
+
+    nodes: Sequence[Mapping[str, Any]] = ()
+    pools: Sequence[Mapping[str, Any]] = ()
+    pods: Sequence[Mapping[str, Any]] = ()
+    jobs: Sequence[Mapping[str, Any]] = ()
+    services: Sequence[Mapping[str, Any]] = ()
+    priority_classes: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclasses.dataclass
+class _Round:
+    """One cycle's context while workloads are settled, and what settling collects."""
+
+    now: float
+    stamp: str
+    lost: set[str]
+    catalogue: queueing.Catalogue
+    ledger: ledger_.Ledger
+    existing: set[str]
+    """Pod keys that exist (any phase)."""
+    running: dict[str, plan_.Running] = dataclasses.field(default_factory=dict)
+    pending: list[workload.Gang] = dataclasses.field(default_factory=list)
+    owners: dict[str, tuple[_Draft, workload.Gang]] = dataclasses.field(default_factory=dict)
+    deletions: list[tuple[str, tuple[str, ...], int | None]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _Draft:
+    """A workload's status as this cycle will leave it, and the Events to record."""
+
+    workload: queueing.Workload
+    status: dict[str, Any]
+    original: dict[str, Any]
+    events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def of(cls, w: queueing.Workload) -> _Draft:
+        status = w.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+        return cls(w, status, dict(status))
+
+    def condition(self, type_: str, status: str, reason: str, message: str, now: str, event: str = "") -> None:
+        """Set a condition; record an Event of type ``event`` when its status or reason changes."""
+        old = next((c for c in self.status.get("conditions", ()) if c["type"] == type_), None)
+        self.status["conditions"] = common.with_condition(
+            self.status.get("conditions", []),
+            type_,
+            status,
+            reason,
+            message,
+            now=now,
+            generation=self.workload.generation,
+        )
+        if event and (old is None or (old["status"], old["reason"], old["message"]) != (status, reason, message)):
+            self.events.append((event, reason, message))
+
+
+class Scheduler:
+    """Runs cycles on events and on a resync period, until cancelled. One instance per operator."""
+
+    def __init__(
+        self,
+        read: Callable[[], Inputs],
+        actuator: Actuator,
+        settings: config.Operator | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.read = read
+        self.actuator = actuator
+        self.settings = settings or config.Operator()
+        self.clock = clock
+        self.last_plan: plan_.Plan | None = None
+        self._wake = asyncio.Event()
+        self._preempting: dict[str, set[str]] = {}
+        """Preemptor gang to the victim pod keys still terminating."""
+
+    def wake(self) -> None:
+        """Ask for a cycle soon (called by the watch handlers)."""
+        self._wake.set()
+
+    async def run(self, ready: asyncio.Event) -> None:
+        """Cycle forever once ``ready`` (the caches are complete); a failing cycle is logged, never fatal."""
+        await ready.wait()
+        while True:
+            self._wake.clear()
+            try:
+                await self.cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("scheduling cycle failed; retrying on the next event")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.resync_s)
+            await asyncio.sleep(self.settings.settle_s)
+
+    async def cycle(self) -> plan_.Plan | None:
+        """One cycle. Returns the plan applied, or None when the validator rejected it."""
+        started = time.perf_counter()
+        now = self.clock()
+        stamp = _rfc3339(now)
+        inputs = self.read()
+
+        # 1. The cluster and the ledger, rebuilt from nodes, pools and pod annotations.
+        pools = _pools(inputs.pools)
+        inv = inventory.cluster(inputs.nodes, pools)
+        rebuilt = inventory.ledger(inv.cluster, inputs.pods)
+        for problem in (*inv.problems, *rebuilt.problems, *rebuilt.conflicts):
+            logger.warning("%s", problem)
+        catalogue = queueing.Catalogue(
+            priorities={p["metadata"]["name"]: int(p.get("value", 0)) for p in inputs.priority_classes},
+            default_priority=next(
+                (int(p.get("value", 0)) for p in inputs.priority_classes if p.get("globalDefault")), 0
+            ),
+            pools=pools,
+            models={name: frozenset(facts.models) for name, facts in inv.pools.items()},
+            levels=inv.cluster.topology.levels,
+        )
+        owned: dict[tuple[str, str, str], list[lifecycle.PodView]] = collections.defaultdict(list)
+        for pod in inputs.pods:
+            v = lifecycle.view(pod)
+            pod_labels = pod["metadata"].get("labels") or {}
+            owned[(pod_labels.get(labels.JOB_KIND, ""), v.namespace, pod_labels.get(labels.JOB_NAME, ""))].append(v)
+        existing = {v.key for views in owned.values() for v in views}
+        # A node that is NotReady, or gone altogether, has lost its pods.
+        known = {n.name for n in inv.cluster.nodes}
+        lost = set(inv.lost) | {v.node for views in owned.values() for v in views if v.node and v.node not in known}
+
+        # 2. Each workload's lifecycle: what runs, what queues, what goes.
+        drafts: dict[str, _Draft] = {}
+        round_ = _Round(now, stamp, lost, catalogue, rebuilt.ledger, existing)
+        for kind, bodies in ((resources.TRAINING_JOB, inputs.jobs), (resources.INFERENCE_SERVICE, inputs.services)):
+            for body in bodies:
+                meta = body.get("metadata") or {}
+                if meta.get("deletionTimestamp"):
+                    continue
+                try:
+                    w = queueing.read(kind, body)
+                except queueing.SpecError as e:
+                    await self._reject(kind, body, e, stamp)
+                    continue
+                draft = drafts[w.key] = _Draft.of(w)
+                views = owned.get((kind.kind, w.namespace, w.name), [])
+                self._settle(draft, views, round_)
+
+        # 3. The cycle, off the event loop, and the validator.
+        running, pending, owners = round_.running, round_.pending, round_.owners
+        snapshot = plan_.Snapshot(rebuilt.ledger, running, now)
+        plan = await asyncio.to_thread(cycle.run, snapshot, pending, self.settings.cycle)
+        try:
+            validate.check(snapshot, pending, plan)
+        except validate.InvalidPlan as e:
+            metrics.INVALID_PLANS.inc()
+            logger.error("the plan was not applied: %s", e)
+            return None
+        self.last_plan = plan
+
+        # 4. Apply: lifecycle deletions, evictions, placements, waits, statuses.
+        for namespace, names, grace in round_.deletions:
+            await self.actuator.delete_pods(namespace, names, grace)
+        await self._evict(plan, owners, stamp)
+        await self._place(plan, owners, inv.cluster, stamp)
+        for gang, wait in plan.waiting.items():
+            draft, _ = owners[gang]
+            draft.condition(SCHEDULED, "False", wait.code, wait.message, stamp, event="Warning")
+        for draft in drafts.values():
+            await self._write(draft)
+        self._observe(plan, inv, rebuilt.ledger, running, pending, time.perf_counter() - started)
+        return plan
+
+    def _settle(self, draft: _Draft, views: list[lifecycle.PodView], r: _Round) -> None:
+        """Apply the lifecycle verdict of one workload and sort its gangs into running and pending."""
+        now, stamp, lost, catalogue, ledger = r.now, r.stamp, r.lost, r.catalogue, r.ledger
+        running, pending, owners, deletions, existing = r.running, r.pending, r.owners, r.deletions, r.existing
+        w = draft.workload
+        queued_at = queueing.timestamp(w.status.queued_time) or w.created
+        try:
+            if w.training:
+                gangs = [queueing.training_gang(w, catalogue, queued_at=queued_at)]
+                verdict = lifecycle.training(w.spec, w.status, views, lost, gangs[0].min_member)
+            else:
+                verdict = lifecycle.inference(w.spec, views, lost)
+                gangs = queueing.inference_gangs(w, catalogue, range(w.spec.replicas), queued_at=queued_at)
+        except queueing.SpecError as e:
+            status = "Failed" if e.permanent else "Pending"
+            draft.status["phase"] = status if not views else draft.status.get("phase", "Pending")
+            draft.condition(SCHEDULED, "False", e.reason, str(e), stamp, event="Warning")
+            return
+        draft.status["phase"] = verdict.phase.value
+        draft.status["observedGeneration"] = w.generation
+        if verdict.restart:
+            draft.status["restarts"] = w.status.restarts + 1
+            metrics.GANG_RESTARTS.inc()
+        if verdict.condition:
+            type_, status, reason, message = verdict.condition
+            draft.condition(type_, status, reason, message, stamp, event="Warning" if status == "False" else "Normal")
+        if verdict.state is lifecycle.State.DONE and verdict.phase in (common.Phase.SUCCEEDED, common.Phase.FAILED):
+            draft.status.setdefault("completionTime", stamp)
+        if verdict.delete:
+            grace = w.spec.checkpoint.grace_period_seconds if w.training and w.spec.suspend else None
+            deletions.append((w.namespace, verdict.delete, grace))
+        if verdict.state in (lifecycle.State.DONE, lifecycle.State.DRAINING):
+            draft.status.pop("placement", None)
+            return
+        live = {v.key for v in views if v.live and v.name not in verdict.delete}
+        for gang in gangs:
+            owners[gang.name] = (draft, gang)
+            mine = tuple(p.name for p in gang.pods() if p.name in live)
+            if mine:
+                started = queueing.timestamp(w.status.start_time) or now
+                checkpointed = queueing.timestamp(w.annotations.get(labels.CHECKPOINTED_AT))
+                running[gang.name] = plan_.Running(gang, mine, started, checkpointed)
+            elif w.training or int(gang.name.rsplit("/", 1)[1]) in verdict.missing:
+                victims = self._preempting.get(gang.name, set()) & existing
+                if victims:
+                    draft.condition(
+                        SCHEDULED,
+                        "False",
+                        Reason.PREEMPTING,
+                        f"waiting for {len(victims)} preempted pods to finish their grace period",
+                        stamp,
+                    )
+                    continue
+                self._preempting.pop(gang.name, None)
+                pending.append(gang)
+        if running:
+            held = [ledger.get(p) for g in gangs if g.name in running for p in running[g.name].pods]
+            draft.status["placement"] = _placement([a for a in held if a], ledger.cluster)
+        draft.status.setdefault("queuedTime", _rfc3339(queued_at))
+
+    async def _evict(self, plan: plan_.Plan, owners, stamp: str) -> None:
+        """Delete the victims' pods with their checkpoint grace; hold the preemptor until they are gone."""
+        for eviction in plan.evictions:
+            draft, _ = owners[eviction.gang]
+            w = draft.workload
+            grace = w.spec.checkpoint.grace_period_seconds if w.training else None
+            names = tuple(p.split("/", 1)[1] for p in eviction.pods)
+            await self.actuator.delete_pods(w.namespace, names, grace)
+            self._preempting.setdefault(eviction.for_gang, set()).update(eviction.pods)
+            preemptor, gang = owners[eviction.for_gang]
+            what = "preempted" if eviction.whole else f"shrunk by {len(names)} pods"
+            message = (
+                f"{what} for {eviction.for_gang} (priority {gang.priority}); "
+                f"{eviction.lost_card_seconds:.0f} card-seconds since the last checkpoint are lost"
+            )
+            draft.condition(reasons_.ConditionType.PREEMPTED, "True", Reason.PREEMPTED, message, stamp, event="Warning")
+            if eviction.whole:
+                draft.status["preemptions"] = w.status.preemptions + 1
+                draft.status["phase"] = common.Phase.PENDING.value
+            preemptor.condition(
+                SCHEDULED,
+                "False",
+                Reason.PREEMPTING,
+                f"preempting {eviction.gang} ({len(names)} pods, grace {grace or 'default'} s)",
+                stamp,
+                event="Normal",
+            )
+            metrics.PREEMPTIONS.inc()
+        for eviction in plan.evictions:
+            plan.placed.pop(eviction.for_gang, None)
+
+    async def _place(self, plan: plan_.Plan, owners, cluster, stamp: str) -> None:
+        """Create each placed gang's pods, all or none."""
+        for gang_name, allocations in plan.placed.items():
+            draft, gang = owners[gang_name]
+            w = draft.workload
+            templates = _templates(w)
+            by_pod = {
+                p.name: (s.role, s.first_index + i)
+                for s in gang.pod_sets
+                for i, p in enumerate(gang.pod(s, j) for j in range(s.count))
+            }
+            pods = [
+                manifests.pod(
+                    w,
+                    by_pod[a.pod][0],
+                    by_pod[a.pod][1],
+                    templates[by_pod[a.pod][0]],
+                    a,
+                    cluster,
+                    gang=gang_name,
+                    gang_pods=len(allocations),
+                    started_at=stamp,
+                )
+                for a in allocations
+            ]
+            created = await self.actuator.create_gang(pods)
+            if not created.ok:
+                phase = common.Phase.FAILED if created.permanent and w.training else common.Phase.PENDING
+                draft.status["phase"] = phase.value
+                draft.condition(SCHEDULED, "False", Reason.POD_CREATION_FAILED, created.error, stamp, event="Warning")
+                continue
+            metrics.PLACEMENTS.inc()
+            placement = _placement(allocations, cluster)
+            if w.training or "placement" not in draft.status:
+                draft.status["placement"] = placement
+            else:
+                draft.status["placement"] = _merge(draft.status["placement"], placement)
+            draft.status["phase"] = common.Phase.RUNNING.value
+            draft.status["startTime"] = stamp
+            islands = ", ".join(placement["islands"]) or "no island"
+            message = (
+                f"{len(allocations)} pods on {len(placement['nodes'])} nodes in {islands}, {placement['cards']} cards"
+            )
+            draft.condition(SCHEDULED, "True", Reason.PLACED, message, stamp, event="Normal")
+            if any(c["type"] == reasons_.ConditionType.PREEMPTED for c in draft.status.get("conditions", ())):
+                draft.condition(reasons_.ConditionType.PREEMPTED, "False", Reason.PLACED, "running again", stamp)
+
+    async def _write(self, draft: _Draft) -> None:
+        w = draft.workload
+        involved = {
+            "apiVersion": manifests.api.API_VERSION,
+            "kind": w.kind.kind,
+            "namespace": w.namespace,
+            "name": w.name,
+            "uid": w.uid,
+        }
+        for type_, reason, message in draft.events:
+            await self.actuator.event(involved, type_, reason, message)
+        if draft.status != draft.original:
+            await self.actuator.patch_status(w.kind, w.namespace, w.name, draft.status)
+
+    async def _reject(
+        self, kind: resources.Kind, body: Mapping[str, Any], error: queueing.SpecError, stamp: str
+    ) -> None:
+        """A spec that does not parse: phase Failed with the field named, once."""
+        meta = body["metadata"]
+        status = dict(body.get("status") or {})
+        old = next((c for c in status.get("conditions") or () if c.get("type") == SCHEDULED), None)
+        if status.get("phase") == "Failed" and old and old.get("message") == str(error):
+            return
+        status["phase"] = common.Phase.FAILED.value
+        status["conditions"] = common.with_condition(
+            list(status.get("conditions") or []),
+            SCHEDULED,
+            "False",
+            error.reason,
+            str(error),
+            now=stamp,
+            generation=meta.get("generation"),
+        )
+        await self.actuator.patch_status(kind, meta.get("namespace", ""), meta["name"], status)
+        involved = {
+            "apiVersion": manifests.api.API_VERSION,
+            "kind": kind.kind,
+            "namespace": meta.get("namespace"),
+            "name": meta["name"],
+            "uid": meta.get("uid", ""),
+        }
+        await self.actuator.event(involved, "Warning", error.reason, str(error))
+
+    def _observe(self, plan, inv, ledger: ledger_.Ledger, running, pending, seconds: float) -> None:
+        metrics.CYCLE_SECONDS.observe(seconds)
+        metrics.PENDING_GANGS.clear()
+        for reason, count in collections.Counter(w.code for w in plan.waiting.values()).items():
+            metrics.PENDING_GANGS.labels(reason=reason).set(count)
+        totals: dict[tuple[str, str], list[int]] = collections.defaultdict(lambda: [0, 0])
+        for i, node in enumerate(ledger.cluster.nodes):
+            if node.devices:
+                t = totals[(node.pool, node.model or "")]
+                t[0] += node.capacity_milli
+                t[1] += node.capacity_milli - int(ledger.free_milli[i])
+        for (pool, model), (capacity, allocated) in totals.items():
+            metrics.CARDS.labels(pool=pool, model=model).set(capacity / 1000)
+            metrics.ALLOCATED_CARDS.labels(pool=pool, model=model).set(allocated / 1000)
+        pods = [p for g in (*pending, *(r.gang for r in running.values())) for p in g.pods()]
+        profile = workload.typical_tasks(pods)
+        if profile:
+            metrics.FRAGMENTED_MILLI_CARDS.set(fgd.fragmented_milli(ledger, fgd.Fragmentation(profile)))
+
+
+def _pools(bodies: Sequence[Mapping[str, Any]]) -> dict[str, resources.AcceleratorPoolSpec]:
+    pools = {}
+    for body in sorted(bodies, key=lambda b: b["metadata"]["name"]):
+        try:
+            pools[body["metadata"]["name"]] = resources.AcceleratorPoolSpec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as e:
+            logger.warning("AcceleratorPool %s ignored: %s", body["metadata"]["name"], e.errors()[0]["msg"])
+    return pools
+
+
+def _templates(w: queueing.Workload) -> dict[str, Mapping[str, Any]]:
+    if w.training:
+        return {rs.name: rs.template for rs in w.spec.replica_sets}
+    return {queueing.INFERENCE_ROLE: w.spec.template}
+
+
+def _placement(allocations: Sequence[ledger_.Allocation], cluster) -> dict[str, Any]:
+    nodes = sorted({cluster.nodes[a.node].name for a in allocations})
+    islands = sorted({cluster.path(a.node)[-2] for a in allocations if len(cluster.path(a.node)) > 1})
+    return {
+        "pods": len(allocations),
+        "cards": sum(len(a.shares) for a in allocations),
+        "milliCards": sum(a.milli for a in allocations),
+        "nodes": nodes,
+        "islands": [i for i in islands if i and not i.startswith("<")],
+    }
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "pods": a["pods"] + b["pods"],
+        "cards": a["cards"] + b["cards"],
+        "milliCards": a["milliCards"] + b["milliCards"],
+        "nodes": sorted({*a["nodes"], *b["nodes"]}),
+        "islands": sorted({*a["islands"], *b["islands"]}),
+    }
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
