@@ -110,8 +110,23 @@ class Scheduler:
         self.clock = clock
         self.last_plan: plan_.Plan | None = None
         self._wake = asyncio.Event()
+        self._inventory_key: tuple | None = None
+        self._inventory_cache: inventory.Inventory | None = None
         self._preempting: dict[str, set[str]] = {}
         """Preemptor gang to the victim pod keys still terminating."""
+
+    def _inventory(self, nodes, pool_bodies, pools) -> inventory.Inventory:
+        """The cluster read from the nodes, reused while no Node or AcceleratorPool changed.
+
+        Objects from the API carry a ``resourceVersion`` that changes with every write; without
+        one (hand-built inputs) the cluster is read afresh.
+        """
+        versions = [(b["metadata"].get("name"), b["metadata"].get("resourceVersion")) for b in (*nodes, *pool_bodies)]
+        key = tuple(versions) if all(v for _, v in versions) else None
+        if key is None or key != self._inventory_key:
+            self._inventory_cache = inventory.cluster(nodes, pools)
+            self._inventory_key = key
+        return self._inventory_cache
 
     def wake(self) -> None:
         """Ask for a cycle soon (called by the watch handlers)."""
@@ -141,7 +156,7 @@ class Scheduler:
 
         # 1. The cluster and the ledger, rebuilt from nodes, pools and pod annotations.
         pools = _pools(inputs.pools)
-        inv = inventory.cluster(inputs.nodes, pools)
+        inv = self._inventory(inputs.nodes, inputs.pools, pools)
         rebuilt = inventory.ledger(inv.cluster, inputs.pods)
         for problem in (*inv.problems, *rebuilt.problems, *rebuilt.conflicts):
             logger.warning("%s", problem)
@@ -184,7 +199,10 @@ class Scheduler:
         # 3. The cycle, off the event loop, and the validator.
         running, pending, owners = round_.running, round_.pending, round_.owners
         snapshot = plan_.Snapshot(rebuilt.ledger, running, now)
-        plan = await asyncio.to_thread(cycle.run, snapshot, pending, self.settings.cycle)
+        # The solver gets what the translation above left of the budget, so a cycle stays near it.
+        left = max(0.1, self.settings.cycle.budget_s - (time.perf_counter() - started))
+        budget = dataclasses.replace(self.settings.cycle, budget_s=left)
+        plan = await asyncio.to_thread(cycle.run, snapshot, pending, budget)
         try:
             validate.check(snapshot, pending, plan)
         except validate.InvalidPlan as e:
@@ -203,6 +221,8 @@ class Scheduler:
             draft.condition(SCHEDULED, "False", wait.code, wait.message, stamp, event="Warning")
         for draft in drafts.values():
             await self._write(draft)
+        for body in inputs.pools:
+            await self._write_pool(body, inv, rebuilt.ledger, stamp)
         self._observe(plan, inv, rebuilt.ledger, running, pending, time.perf_counter() - started)
         return plan
 
@@ -386,6 +406,42 @@ class Scheduler:
             "uid": meta.get("uid", ""),
         }
         await self.actuator.event(involved, "Warning", error.reason, str(error))
+
+    async def _write_pool(self, body: Mapping[str, Any], inv: inventory.Inventory, ledger, stamp: str) -> None:
+        """An AcceleratorPool's status: ready nodes, healthy cards and what pods hold, per model."""
+        meta = body["metadata"]
+        facts = inv.pools.get(meta["name"])
+        held: dict[str, int] = collections.Counter()
+        for i, node in enumerate(ledger.cluster.nodes):
+            if node.pool == meta["name"] and node.devices:
+                held[node.model or ""] += node.capacity_milli - int(ledger.free_milli[i])
+        old = dict(body.get("status") or {})
+        status: dict[str, Any] = {
+            "nodes": facts.nodes if facts else 0,
+            "cards": facts.cards if facts else 0,
+            "allocatedMilliCards": sum(held.values()),
+            "models": [
+                {"model": m, "cards": n, "allocatedMilliCards": held.get(m, 0)}
+                for m, n in sorted((facts.models if facts else {}).items())
+            ],
+            "observedGeneration": meta.get("generation", 1),
+        }
+        if facts is None:
+            ready = ("False", "InvalidSpec", "the pool's spec does not parse; see the operator log")
+        elif not facts.nodes:
+            ready = (
+                "False",
+                "NoNodes",
+                f"no Ready node matches the nodeSelector; lost: {', '.join(facts.lost) or 'none'}",
+            )
+        else:
+            lost = f"; NotReady: {', '.join(facts.lost)}" if facts.lost else ""
+            ready = ("True", "NodesReady", f"{facts.nodes} nodes with {facts.cards} healthy cards{lost}")
+        status["conditions"] = common.with_condition(
+            list(old.get("conditions") or []), "Ready", *ready, now=stamp, generation=meta.get("generation")
+        )
+        if status != old:
+            await self.actuator.patch_status(resources.ACCELERATOR_POOL, "", meta["name"], status)
 
     def _observe(self, plan, inv, ledger: ledger_.Ledger, running, pending, seconds: float) -> None:
         metrics.CYCLE_SECONDS.observe(seconds)

@@ -287,3 +287,48 @@ def test_explain_reads_the_reason_and_adds_a_hint(cluster, api_client, eventuall
     assert "Warning TopologyTooSmall" in text
     with pytest.raises(ValueError, match="use <kind>/<name>"):
         runner.explain("pods/x", NAMESPACE, api_client)
+
+
+def test_a_settled_cluster_writes_nothing_and_reports_pool_status_and_metrics(cluster, emulator, eventually):
+    import time
+
+    from archipelago import metrics
+
+    def sample(name: str, **labels_: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels_) or 0.0
+
+    placed_before = sample("archipelago_gangs_placed_total")
+    cycles_before = sample("archipelago_cycle_duration_seconds_count")
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    cluster.node("a-1", island="a")
+    cluster.start()
+    cluster.create(make_job("llm", workers=1))
+    eventually(lambda: cluster.status("TrainingJob", "llm").get("phase") == "Running")
+
+    pool = eventually(
+        lambda: cluster.custom.get_cluster_custom_object("archipelago.dev", "v1alpha1", "acceleratorpools", "h800").get(
+            "status"
+        )
+    )
+    assert (pool["nodes"], pool["cards"]) == (2, 16)
+    eventually(
+        lambda: (
+            cluster.custom.get_cluster_custom_object("archipelago.dev", "v1alpha1", "acceleratorpools", "h800")[
+                "status"
+            ]["allocatedMilliCards"]
+            == 8000
+        )
+    )
+    assert pool["models"][0]["model"] == "H800"
+    assert sample("archipelago_gangs_placed_total") == placed_before + 1
+    assert sample("archipelago_cards", pool="h800", model="H800") == 16
+    assert sample("archipelago_allocated_cards", pool="h800", model="H800") == 8
+    assert sample("archipelago_cycle_duration_seconds_count") > cycles_before
+
+    time.sleep(0.5)  # let the last status writes land
+    writes = emulator.count("PATCH", "trainingjobs") + emulator.count("PATCH", "acceleratorpools")
+    events = emulator.count("POST", "events")
+    time.sleep(2.0)  # four resync periods
+    assert emulator.count("PATCH", "trainingjobs") + emulator.count("PATCH", "acceleratorpools") == writes
+    assert emulator.count("POST", "events") == events, "a settled cluster records no new Events"

@@ -1,0 +1,122 @@
+"""The scheduling loop without an API server: a recording actuator stands in for the writes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from archipelago import config, metrics, scheduler
+from archipelago.api import labels
+from archipelago.cluster import ledger
+from archipelago.inventory import pods as inventory_pods
+from archipelago.placement import plan
+from tests.inventory_builders import make_node_body
+from tests.workload_builders import NAMESPACE, make_job, make_priority_class
+
+POOL = {"metadata": {"name": "gpu", "generation": 1}, "spec": {"kind": "GPU", "resourceName": "nvidia.com/gpu"}}
+
+
+@dataclasses.dataclass
+class Recorder:
+    created: list[str] = dataclasses.field(default_factory=list)
+    deleted: list[tuple[str, int | None]] = dataclasses.field(default_factory=list)
+    statuses: dict[str, dict] = dataclasses.field(default_factory=dict)
+
+    async def create_gang(self, pods):
+        self.created += [p["metadata"]["name"] for p in pods]
+        return type("Created", (), {"ok": True})()
+
+    async def delete_pods(self, namespace, names, grace_s=None):
+        self.deleted += [(n, grace_s) for n in names]
+        return 0
+
+    async def patch_status(self, kind, namespace, name, status):
+        self.statuses[name] = status
+        return True
+
+    async def event(self, involved, type_, reason, message):
+        pass
+
+
+def loop(inputs: list[scheduler.Inputs], recorder: Recorder) -> scheduler.Scheduler:
+    settings = config.Operator(cycle=plan.Config(budget_s=0.5), metrics_port=None)
+    return scheduler.Scheduler(lambda: inputs[0], recorder, settings)
+
+
+def running_pod(job: str, index: int, cards: tuple[int, ...], *, deleting: bool = False) -> dict:
+    from archipelago import cluster
+    from archipelago.cluster import devices, nodes
+
+    one = cluster.build([nodes.Node("n1", 64_000, 524_288, devices.cards("H800", 8))])
+    a = ledger.Allocation(
+        f"{NAMESPACE}/{job}-worker-{index}", 0, 4000, 16384, tuple(ledger.CardShare(c, 1000) for c in cards)
+    )
+    meta = {
+        "name": f"{job}-worker-{index}",
+        "namespace": NAMESPACE,
+        "labels": {
+            labels.JOB_KIND: "TrainingJob",
+            labels.JOB_NAME: job,
+            labels.ROLE: "worker",
+            labels.INDEX: str(index),
+        },
+        "annotations": inventory_pods.annotations(a, one),
+        "creationTimestamp": "2026-11-21T09:00:00Z",
+    }
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-21T10:00:00Z"
+    return {"metadata": meta, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}
+
+
+def test_a_preemptor_waits_until_its_victims_pods_are_gone():
+    node = make_node_body(name="n1", product="NVIDIA-H800")
+    classes = [make_priority_class("low", 10), make_priority_class("high", 1000)]
+    low = make_job("low", workers=1, priority_class="low", preemptible=True, grace=60, status={"phase": "Running"})
+    high = make_job("high", workers=1, priority_class="high")
+    state = [scheduler.Inputs([node], [POOL], [running_pod("low", 0, tuple(range(8)))], [low, high], (), classes)]
+    recorder = Recorder()
+    loop_ = loop(state, recorder)
+
+    asyncio.run(loop_.cycle())
+    assert recorder.deleted == [("low-worker-0", 60)], "the victim gets its checkpoint grace"
+    assert recorder.created == [], "the preemptor waits: the victim still holds its cards"
+    assert recorder.statuses["high"]["conditions"][0]["reason"] == "Preempting"
+
+    state[0] = dataclasses.replace(state[0], pods=[running_pod("low", 0, tuple(range(8)), deleting=True)])
+    asyncio.run(loop_.cycle())
+    assert recorder.created == [] and len(recorder.deleted) == 1, "no second eviction while the first drains"
+
+    state[0] = dataclasses.replace(state[0], pods=[])
+    asyncio.run(loop_.cycle())
+    assert recorder.created == ["high-worker-0"]
+
+
+def test_a_plan_the_validator_rejects_is_never_applied(monkeypatch):
+    node = make_node_body(name="n1", product="NVIDIA-H800")
+    state = [scheduler.Inputs([node], [POOL], [], [make_job("llm", workers=1)])]
+    recorder = Recorder()
+    broken = ledger.Allocation(f"{NAMESPACE}/llm-worker-0", 0, 0, 0, tuple(ledger.CardShare(c, 1000) for c in range(9)))
+    monkeypatch.setattr(scheduler.cycle, "run", lambda *_: plan.Plan(placed={f"{NAMESPACE}/llm": (broken,)}))
+    rejected = metrics.REGISTRY.get_sample_value("archipelago_invalid_plans_total") or 0
+
+    assert asyncio.run(loop(state, recorder).cycle()) is None
+    assert recorder.created == []
+    assert metrics.REGISTRY.get_sample_value("archipelago_invalid_plans_total") == rejected + 1
+
+
+def test_the_inventory_is_reread_only_when_a_node_or_pool_changes():
+    def versioned(body, version):
+        return {**body, "metadata": {**body["metadata"], "resourceVersion": version}}
+
+    node = versioned(make_node_body(name="n1", product="NVIDIA-H800"), "1")
+    state = [scheduler.Inputs([node], [versioned(POOL, "1")])]
+    loop_ = loop(state, Recorder())
+    asyncio.run(loop_.cycle())
+    first = loop_._inventory_cache
+    asyncio.run(loop_.cycle())
+    assert loop_._inventory_cache is first
+    state[0] = dataclasses.replace(
+        state[0], nodes=[versioned(make_node_body(name="n1", product="NVIDIA-H800", ready=False), "2")]
+    )
+    asyncio.run(loop_.cycle())
+    assert loop_._inventory_cache is not first and loop_._inventory_cache.lost == ("n1",)
