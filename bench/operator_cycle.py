@@ -45,6 +45,9 @@ class Recorder:
         self.created += len(pods)
         return type("Created", (), {"ok": True})()
 
+    async def ensure_service(self, service):
+        return True
+
     async def delete_pods(self, namespace, names, grace_s=None):
         self.deleted += len(names)
         return 0

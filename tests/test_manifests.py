@@ -40,6 +40,16 @@ def test_a_worker_pod_is_bound_owned_and_annotated():
     assert meta["annotations"][labels.POD_CARDS] == "4,5,6,7"
     assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "4,5,6,7"} in spec["containers"][0]["env"]
     assert "nvidia.com/gpu" not in str(spec["containers"][0]["resources"]), "cards are ours, not the device plugin's"
+    assert {"name": "ARCHIPELAGO_INDEX", "value": "1"} in spec["containers"][0]["env"]
+    assert (spec["hostname"], spec["subdomain"]) == ("llm-worker-1", "llm")
+
+
+def test_a_job_gets_a_headless_service_for_its_pod_names():
+    w = queueing.read(resources.TRAINING_JOB, make_job())
+    service = manifests.service(w)
+    assert service["spec"]["clusterIP"] == "None" and service["metadata"]["name"] == "llm"
+    assert service["spec"]["selector"] == {labels.JOB_KIND: "TrainingJob", labels.JOB_NAME: "llm"}
+    assert manifests.service(queueing.read(resources.TRAINING_JOB, make_job("7b-tune"))) is None
 
 
 def test_the_checkpoint_grace_and_signal_reach_the_pod():

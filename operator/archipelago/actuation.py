@@ -1,4 +1,4 @@
-"""The only code that writes to the Kubernetes API: pods, workload status and Events.
+"""The only code that writes to the Kubernetes API: pods, Services, workload status and Events.
 
 Every call runs the synchronous kubernetes client in a worker thread, so the operator's event
 loop never blocks. Gang creation is all-or-nothing in effect: failed creations are retried,
@@ -58,6 +58,20 @@ class Actuator:
         await asyncio.gather(*(self._delete(p["metadata"]["namespace"], p["metadata"]["name"], 0) for p in made))
         permanent = any(e[1] for e in errors)
         return Created(False, f"{len(errors)} of {len(pods)} pods could not be created: {errors[0][0]}", permanent)
+
+    async def ensure_service(self, service: dict[str, Any]) -> bool:
+        """Create a Service unless it exists; False (logged) if that failed."""
+        meta = service["metadata"]
+        try:
+            await self._call(self.core.create_namespaced_service, meta["namespace"], service)
+            return True
+        except ApiException as e:
+            if e.status == 409:
+                return True
+            logger.warning("service %s/%s not created: %s", meta["namespace"], meta["name"], _brief(e))
+        except Exception as e:  # noqa: BLE001 - DNS names are a convenience; the gang still runs
+            logger.warning("service %s/%s not created: %s", meta["namespace"], meta["name"], _brief(e))
+        return False
 
     async def delete_pods(self, namespace: str, names: Sequence[str], grace_s: int | None = None) -> int:
         """Delete pods with a grace period (None: the pod's own); returns how many deletions failed."""

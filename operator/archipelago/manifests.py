@@ -11,6 +11,7 @@ recorded in annotations from which the ledger is rebuilt.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,8 @@ from archipelago.cluster import ledger as ledger_
 from archipelago.inventory import pods as inventory_pods
 from archipelago.queueing import Workload
 
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+"""A Service name (RFC 1035 label)."""
 _SIGNAL_NUMBERS = {"SIGHUP": 1, "SIGINT": 2, "SIGUSR1": 10, "SIGUSR2": 12, "SIGTERM": 15}
 
 
@@ -64,6 +67,12 @@ def pod(
         labels.POD_STARTED_AT: started_at,
     }
     env = [{"name": k, "value": v} for k, v in inventory_pods.visible_devices(allocation, node).items()]
+    env += [
+        {"name": "ARCHIPELAGO_JOB", "value": job.name},
+        {"name": "ARCHIPELAGO_ROLE", "value": role},
+        {"name": "ARCHIPELAGO_INDEX", "value": str(index)},
+        {"name": "ARCHIPELAGO_GANG_PODS", "value": str(gang_pods)},
+    ]
     for group in ("initContainers", "containers"):
         for container in spec.get(group) or ():
             names = {k["name"] for k in env}
@@ -74,6 +83,10 @@ def pod(
         spec["priorityClassName"] = job.spec.priority_class_name
     if job.training:
         _checkpoint(spec, job.spec.checkpoint)
+        if _DNS_1035.match(job.name) and len(name) <= 63:
+            # <pod>.<job> resolves through the job's headless Service (see ``service``).
+            spec.setdefault("hostname", name)
+            spec.setdefault("subdomain", job.name)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -85,6 +98,31 @@ def pod(
             "ownerReferences": [owner(job)],
         },
         "spec": spec,
+    }
+
+
+def service(job: Workload) -> dict[str, Any] | None:
+    """The headless Service that gives a TrainingJob's pods DNS names, ``<pod>.<job>``.
+
+    MPI launchers and ``torchrun`` rendezvous reach their peers by these names, as with
+    Kubeflow's training operators. None when the job's name cannot be a Service name.
+    """
+    if not _DNS_1035.match(job.name):
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": job.name,
+            "namespace": job.namespace,
+            "labels": {labels.MANAGED_BY: labels.MANAGER, labels.JOB_NAME: job.name},
+            "ownerReferences": [owner(job)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {labels.JOB_KIND: job.kind.kind, labels.JOB_NAME: job.name},
+        },
     }
 
 

@@ -342,6 +342,9 @@ class Scheduler:
                 )
                 for a in allocations
             ]
+            headless = manifests.service(w) if w.training else None
+            if headless is not None:
+                await self.actuator.ensure_service(headless)
             created = await self.actuator.create_gang(pods)
             if not created.ok:
                 phase = common.Phase.FAILED if created.permanent and w.training else common.Phase.PENDING

@@ -48,6 +48,7 @@ CORE_RESOURCES = (
     "v1/pods",
     "v1/nodes",
     "v1/events",
+    "v1/services",
     "v1/namespaces",
     "scheduling.k8s.io/v1/priorityclasses",
     "coordination.k8s.io/v1/leases",

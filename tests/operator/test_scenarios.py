@@ -55,6 +55,9 @@ def test_a_gang_is_placed_inside_one_island(cluster, eventually):
     assert all(cards_of(p) == set(range(8)) for p in pods)
     assert env_of(pods[0])["NVIDIA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
     assert pods[0].metadata.owner_references[0].kind == "TrainingJob"
+    assert (pods[0].spec.hostname, pods[0].spec.subdomain) == ("llm-worker-0", "llm")
+    service = cluster.core.read_namespaced_service("llm", NAMESPACE)
+    assert service.spec.cluster_ip == "None" and service.spec.selector[labels.JOB_NAME] == "llm"
     status = eventually(
         lambda: cluster.status("TrainingJob", "llm").get("phase") == "Running" and cluster.status("TrainingJob", "llm")
     )
