@@ -105,3 +105,8 @@ def test_a_bad_quantity_names_the_container():
 def test_the_global_default_priority_applies_without_a_class():
     catalogue = queueing.Catalogue(default_priority=7, pools=CATALOGUE.pools, models=CATALOGUE.models)
     assert gang_of(make_job(), catalogue).priority == 7
+
+
+def test_an_allowed_model_no_pool_holds_yet_is_not_an_error():
+    gang = gang_of(make_job(models=("H800", "A100-SXM4-80GB")))
+    assert gang.pod_sets[0].request.models == {"H800", "A100-SXM4-80GB"}

@@ -203,12 +203,14 @@ def _common(spec: Any, catalogue: Catalogue) -> _Common:
     candidates = [spec.pool] if spec.pool is not None else sorted(pools)
     present = set().union(*(catalogue.models.get(p, frozenset()) for p in candidates))
     for k, model in enumerate(spec.device_models):
-        if model not in present:
+        # A model the catalogue knows but no pool holds may still arrive with new nodes; the
+        # scheduler then says NoMatchingNodes. A model nobody knows is a typo.
+        if model not in present and model not in devices.CATALOGUE:
             where = f"pool {spec.pool}" if spec.pool is not None else "any AcceleratorPool"
             known = ", ".join(sorted(present)) or "none"
             raise SpecError(
                 f"spec.deviceModels[{k}]",
-                f"no node of {where} has {model!r} cards (models present: {known})",
+                f"{model!r} is not a known card model and no node of {where} has it (models present: {known})",
                 reasons_.Reason.UNKNOWN_DEVICE_MODEL,
                 permanent=False,
             )
