@@ -15,6 +15,9 @@ import kubernetes.config
 from archipelago import api, config, describe, handlers, metrics
 from archipelago.api import resources
 
+LIVENESS_ENDPOINT = "http://0.0.0.0:8080/healthz"
+"""kopf's liveness probe: answers while the operator's tasks are alive."""
+
 
 def client() -> kubernetes.client.ApiClient:
     """An API client from the in-cluster service account, else from the kubeconfig."""
@@ -41,7 +44,7 @@ def run(settings: config.Operator, *, peering: str | None, priority: int, verbos
         peering_name=peering,
         priority=priority,
         memo=kopf.Memo(runtime=handlers.Runtime(settings, client())),
-        liveness_endpoint="http://0.0.0.0:8080/healthz",
+        liveness_endpoint=LIVENESS_ENDPOINT,
     )
 
 

@@ -14,7 +14,7 @@ import pydantic
 import pydantic.alias_generators
 from pydantic import Field
 
-from archipelago.cluster import topology
+from archipelago.cluster import devices, topology
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUALIFIED_NAME = (
@@ -46,9 +46,7 @@ PRESERVE_UNKNOWN: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True
 """Schema of an embedded object we do not model (a ``PodTemplateSpec``)."""
 
 
-class DeviceKind(enum.StrEnum):
-    GPU = "GPU"
-    NPU = "NPU"
+DeviceKind = devices.DeviceKind
 
 
 class TopologyMode(enum.StrEnum):
