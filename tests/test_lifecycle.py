@@ -107,7 +107,8 @@ def test_inference_places_only_missing_replicas():
 
 def test_inference_replaces_a_failed_replica_alone():
     v = lifecycle.inference(service(replicas=2), [replica(0, phase="Failed"), replica(1)], set())
-    assert v.delete == ("chat-server-0",) and v.missing == (0,)
+    assert v.delete == ("chat-server-0",) and v.missing == (), "placed again once the old pod is gone"
+    assert lifecycle.inference(service(replicas=2), [replica(1)], set()).missing == (0,)
 
 
 def test_inference_scale_down_removes_the_highest_replicas():

@@ -165,10 +165,15 @@ def training(
 
 
 def inference(spec: Any, pods: Sequence[PodView], lost_nodes: Collection[str]) -> Verdict:
-    """The verdict for an InferenceService: failed, lost and surplus replicas go; missing ones queue."""
+    """The verdict for an InferenceService: failed, lost and surplus replicas go; missing ones queue.
+
+    ``missing`` lists the replicas without any pod; a replica whose pod is deleted now queues
+    in a later cycle, once the pod is gone.
+    """
     delete = [p for p in pods if not p.deleting and (p.phase in ("Failed", "Succeeded") or p.node in lost_nodes)]
     delete += [p for p in pods if p.live and p.index >= spec.replicas and p not in delete]
-    present = {p.index for p in pods if p not in delete}
+    # A replica is placed again only once its old pod is gone: the new one reuses the name.
+    present = {p.index for p in pods}
     missing = tuple(i for i in range(spec.replicas) if i not in present)
     running = any(p.live and p.index < spec.replicas and p not in delete for p in pods)
     state = State.RUNNING if running else (State.QUEUED if missing else State.DONE)

@@ -281,9 +281,11 @@ class Scheduler:
                     continue
                 self._preempting.pop(gang.name, None)
                 pending.append(gang)
-        if running:
-            held = [ledger.get(p) for g in gangs if g.name in running for p in running[g.name].pods]
+        held = [ledger.get(p) for g in gangs if g.name in running for p in running[g.name].pods]
+        if held:
             draft.status["placement"] = _placement([a for a in held if a], ledger.cluster)
+        else:
+            draft.status.pop("placement", None)
         draft.status.setdefault("queuedTime", _rfc3339(queued_at))
 
     async def _evict(self, plan: plan_.Plan, owners, stamp: str) -> None:

@@ -79,6 +79,7 @@ def test_a_gang_too_big_for_any_island_waits_and_says_why(cluster, eventually):
     assert (condition["status"], condition["reason"]) == ("False", "TopologyTooSmall")
     assert "24" in condition["message"] and "16" in condition["message"], condition["message"]
     assert cluster.status("TrainingJob", "huge")["phase"] == "Pending"
+    assert "placement" not in cluster.status("TrainingJob", "huge")
     eventually(lambda: any(e.reason == "TopologyTooSmall" and e.type == "Warning" for e in cluster.events("huge")))
     assert cluster.pods("huge") == []
 
@@ -335,3 +336,21 @@ def test_a_settled_cluster_writes_nothing_and_reports_pool_status_and_metrics(cl
     time.sleep(2.0)  # four resync periods
     assert emulator.count("PATCH", "trainingjobs") + emulator.count("PATCH", "acceleratorpools") == writes
     assert emulator.count("POST", "events") == events, "a settled cluster records no new Events"
+
+
+def test_a_failed_inference_replica_is_replaced_alone(cluster, kubelet, emulator, eventually):
+    cluster.pool(fractional=True)
+    cluster.node("a-0", island="a", cards=1)
+    cluster.start()
+    cluster.create(make_service("chat", replicas=2, milli=500, memory_mib=8192))
+    pods = eventually(lambda: len(cluster.pods("chat")) == 2 and cluster.pods("chat"))
+    for p in pods:
+        kubelet.set_phase(p, "Running", namespace=NAMESPACE)
+
+    kubelet.set_phase("chat-server-1", "Failed", namespace=NAMESPACE)
+
+    eventually(lambda: any(d.name == "chat-server-1" for d in emulator.deletions))
+    again = eventually(lambda: len(cluster.pods("chat")) == 2 and cluster.pods("chat"))
+    assert not any(d.name == "chat-server-0" for d in emulator.deletions), "the healthy replica keeps running"
+    assert again[0].metadata.uid == pods[0].metadata.uid and again[1].metadata.uid != pods[1].metadata.uid
+    assert cluster.status("InferenceService", "chat")["phase"] == "Running"
