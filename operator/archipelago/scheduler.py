@@ -194,7 +194,11 @@ class Scheduler:
                     continue
                 draft = drafts[w.key] = _Draft.of(w)
                 views = owned.get((kind.kind, w.namespace, w.name), [])
-                self._settle(draft, views, round_)
+                try:
+                    self._settle(draft, views, round_)
+                except Exception:  # a bug on one workload must not stop the others
+                    logger.exception("%s %s skipped this cycle", kind.kind, w.key)
+                    drafts.pop(w.key)
 
         # 3. The cycle, off the event loop, and the validator.
         running, pending, owners = round_.running, round_.pending, round_.owners
