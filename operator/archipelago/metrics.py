@@ -6,6 +6,9 @@ default one; ``serve`` exposes it on a port (prometheus-client's HTTP server).
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Mapping, Sequence
+
 import prometheus_client
 
 REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
@@ -59,6 +62,25 @@ INVALID_PLANS = prometheus_client.Counter(
     "Cycles whose plan the solver-independent validator rejected (a bug: the plan is not applied).",
     registry=REGISTRY,
 )
+
+
+def observe(
+    seconds: float,
+    waiting: Sequence[str],
+    used: Mapping[tuple[str, str], tuple[int, int]],
+    fragmented: float | None,
+) -> None:
+    """Record one cycle: its duration, the reason of each waiting gang, per (pool, model) card
+    capacity and use in milli-cards, and FGD's fragmentation (None: no pods to measure it by)."""
+    CYCLE_SECONDS.observe(seconds)
+    PENDING_GANGS.clear()
+    for reason, count in collections.Counter(waiting).items():
+        PENDING_GANGS.labels(reason=reason).set(count)
+    for (pool, model), (capacity, held) in used.items():
+        CARDS.labels(pool=pool, model=model).set(capacity / 1000)
+        ALLOCATED_CARDS.labels(pool=pool, model=model).set(held / 1000)
+    if fragmented is not None:
+        FRAGMENTED_MILLI_CARDS.set(fragmented)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

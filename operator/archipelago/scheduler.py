@@ -13,7 +13,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import datetime
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 import pydantic
 
 from archipelago import config, cycle, inventory, lifecycle, manifests, metrics, queueing, workload
+from archipelago import status as status_
 from archipelago.actuation import Actuator
 from archipelago.api import common, labels, resources
 from archipelago.api import reasons as reasons_
@@ -60,38 +60,8 @@ class _Round:
     """Pod keys that exist (any phase)."""
     running: dict[str, plan_.Running] = dataclasses.field(default_factory=dict)
     pending: list[workload.Gang] = dataclasses.field(default_factory=list)
-    owners: dict[str, tuple[_Draft, workload.Gang]] = dataclasses.field(default_factory=dict)
+    owners: dict[str, tuple[status_.Draft, workload.Gang]] = dataclasses.field(default_factory=dict)
     deletions: list[tuple[str, tuple[str, ...], int | None]] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class _Draft:
-    """A workload's status as this cycle will leave it, and the Events to record."""
-
-    workload: queueing.Workload
-    status: dict[str, Any]
-    original: dict[str, Any]
-    events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
-
-    @classmethod
-    def of(cls, w: queueing.Workload) -> _Draft:
-        status = w.status.model_dump(by_alias=True, exclude_none=True, mode="json")
-        return cls(w, status, dict(status))
-
-    def condition(self, type_: str, status: str, reason: str, message: str, now: str, event: str = "") -> None:
-        """Set a condition; record an Event of type ``event`` when its status or reason changes."""
-        old = next((c for c in self.status.get("conditions", ()) if c["type"] == type_), None)
-        self.status["conditions"] = common.with_condition(
-            self.status.get("conditions", []),
-            type_,
-            status,
-            reason,
-            message,
-            now=now,
-            generation=self.workload.generation,
-        )
-        if event and (old is None or (old["status"], old["reason"], old["message"]) != (status, reason, message)):
-            self.events.append((event, reason, message))
 
 
 class Scheduler:
@@ -112,6 +82,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._inventory_key: tuple | None = None
         self._inventory_cache: inventory.Inventory | None = None
+        self._reported: set[str] = set()
         self._preempting: dict[str, set[str]] = {}
         """Preemptor gang to the victim pod keys still terminating."""
 
@@ -151,15 +122,18 @@ class Scheduler:
         """One cycle. Returns the plan applied, or None when the validator rejected it."""
         started = time.perf_counter()
         now = self.clock()
-        stamp = _rfc3339(now)
+        stamp = status_.rfc3339(now)
         inputs = self.read()
 
-        # 1. The cluster and the ledger, rebuilt from nodes, pools and pod annotations.
+        # 1. The cluster and the ledger, rebuilt from nodes, pools and pod annotations, in a worker
+        # thread: the index values are our own copies, which kopf replaces and never mutates.
         pools = _pools(inputs.pools)
-        inv = self._inventory(inputs.nodes, inputs.pools, pools)
-        rebuilt = inventory.ledger(inv.cluster, inputs.pods)
-        for problem in (*inv.problems, *rebuilt.problems, *rebuilt.conflicts):
+        inv = await asyncio.to_thread(self._inventory, inputs.nodes, inputs.pools, pools)
+        rebuilt = await asyncio.to_thread(inventory.ledger, inv.cluster, inputs.pods)
+        problems = {str(p) for p in (*inv.problems, *rebuilt.problems, *rebuilt.conflicts)}
+        for problem in sorted(problems - self._reported):  # each once, not every cycle
             logger.warning("%s", problem)
+        self._reported = problems
         catalogue = queueing.Catalogue(
             priorities={p["metadata"]["name"]: int(p.get("value", 0)) for p in inputs.priority_classes},
             default_priority=next(
@@ -180,7 +154,7 @@ class Scheduler:
         lost = set(inv.lost) | {v.node for views in owned.values() for v in views if v.node and v.node not in known}
 
         # 2. Each workload's lifecycle: what runs, what queues, what goes.
-        drafts: dict[str, _Draft] = {}
+        drafts: dict[str, status_.Draft] = {}
         round_ = _Round(now, stamp, lost, catalogue, rebuilt.ledger, existing)
         for kind, bodies in ((resources.TRAINING_JOB, inputs.jobs), (resources.INFERENCE_SERVICE, inputs.services)):
             for body in bodies:
@@ -192,7 +166,7 @@ class Scheduler:
                 except queueing.SpecError as e:
                     await self._reject(kind, body, e, stamp)
                     continue
-                draft = drafts[w.key] = _Draft.of(w)
+                draft = drafts[w.key] = status_.Draft.of(w)
                 views = owned.get((kind.kind, w.namespace, w.name), [])
                 try:
                     self._settle(draft, views, round_)
@@ -225,12 +199,20 @@ class Scheduler:
             draft.condition(SCHEDULED, "False", wait.code, wait.message, stamp, event="Warning")
         for draft in drafts.values():
             await self._write(draft)
+        used = status_.usage(rebuilt.ledger)
         for body in inputs.pools:
-            await self._write_pool(body, inv, rebuilt.ledger, stamp)
-        self._observe(plan, inv, rebuilt.ledger, running, pending, time.perf_counter() - started)
+            new = status_.pool(body, inv.pools.get(body["metadata"]["name"]), used, stamp)
+            if new != (body.get("status") or {}):
+                await self.actuator.patch_status(resources.ACCELERATOR_POOL, "", body["metadata"]["name"], new)
+        metrics.observe(
+            time.perf_counter() - started,
+            [w.code for w in plan.waiting.values()],
+            used,
+            _fragmented(rebuilt.ledger, [*pending, *(r.gang for r in running.values())]),
+        )
         return plan
 
-    def _settle(self, draft: _Draft, views: list[lifecycle.PodView], r: _Round) -> None:
+    def _settle(self, draft: status_.Draft, views: list[lifecycle.PodView], r: _Round) -> None:
         """Apply the lifecycle verdict of one workload and sort its gangs into running and pending."""
         now, stamp, lost, catalogue, ledger = r.now, r.stamp, r.lost, r.catalogue, r.ledger
         running, pending, owners, deletions, existing = r.running, r.pending, r.owners, r.deletions, r.existing
@@ -287,10 +269,10 @@ class Scheduler:
                 pending.append(gang)
         held = [ledger.get(p) for g in gangs if g.name in running for p in running[g.name].pods]
         if held:
-            draft.status["placement"] = _placement([a for a in held if a], ledger.cluster)
+            draft.status["placement"] = status_.placement([a for a in held if a], ledger.cluster)
         else:
             draft.status.pop("placement", None)
-        draft.status.setdefault("queuedTime", _rfc3339(queued_at))
+        draft.status.setdefault("queuedTime", status_.rfc3339(queued_at))
 
     async def _evict(self, plan: plan_.Plan, owners, stamp: str) -> None:
         """Delete the victims' pods with their checkpoint grace; hold the preemptor until they are gone."""
@@ -358,11 +340,11 @@ class Scheduler:
                 draft.condition(SCHEDULED, "False", Reason.POD_CREATION_FAILED, created.error, stamp, event="Warning")
                 continue
             metrics.PLACEMENTS.inc()
-            placement = _placement(allocations, cluster)
+            placement = status_.placement(allocations, cluster)
             if w.training or "placement" not in draft.status:
                 draft.status["placement"] = placement
             else:
-                draft.status["placement"] = _merge(draft.status["placement"], placement)
+                draft.status["placement"] = status_.merge(draft.status["placement"], placement)
             draft.status["phase"] = common.Phase.RUNNING.value
             draft.status["startTime"] = stamp
             islands = ", ".join(placement["islands"]) or "no island"
@@ -373,7 +355,7 @@ class Scheduler:
             if any(c["type"] == reasons_.ConditionType.PREEMPTED for c in draft.status.get("conditions", ())):
                 draft.condition(reasons_.ConditionType.PREEMPTED, "False", Reason.PLACED, "running again", stamp)
 
-    async def _write(self, draft: _Draft) -> None:
+    async def _write(self, draft: status_.Draft) -> None:
         w = draft.workload
         involved = {
             "apiVersion": manifests.api.API_VERSION,
@@ -384,7 +366,7 @@ class Scheduler:
         }
         for type_, reason, message in draft.events:
             await self.actuator.event(involved, type_, reason, message)
-        if draft.status != draft.original:
+        if draft.changed:
             await self.actuator.patch_status(w.kind, w.namespace, w.name, draft.status)
 
     async def _reject(
@@ -416,61 +398,6 @@ class Scheduler:
         }
         await self.actuator.event(involved, "Warning", error.reason, str(error))
 
-    async def _write_pool(self, body: Mapping[str, Any], inv: inventory.Inventory, ledger, stamp: str) -> None:
-        """An AcceleratorPool's status: ready nodes, healthy cards and what pods hold, per model."""
-        meta = body["metadata"]
-        facts = inv.pools.get(meta["name"])
-        held: dict[str, int] = collections.Counter()
-        for i, node in enumerate(ledger.cluster.nodes):
-            if node.pool == meta["name"] and node.devices:
-                held[node.model or ""] += node.capacity_milli - int(ledger.free_milli[i])
-        old = dict(body.get("status") or {})
-        status: dict[str, Any] = {
-            "nodes": facts.nodes if facts else 0,
-            "cards": facts.cards if facts else 0,
-            "allocatedMilliCards": sum(held.values()),
-            "models": [
-                {"model": m, "cards": n, "allocatedMilliCards": held.get(m, 0)}
-                for m, n in sorted((facts.models if facts else {}).items())
-            ],
-            "observedGeneration": meta.get("generation", 1),
-        }
-        if facts is None:
-            ready = ("False", "InvalidSpec", "the pool's spec does not parse; see the operator log")
-        elif not facts.nodes:
-            ready = (
-                "False",
-                "NoNodes",
-                f"no Ready node matches the nodeSelector; lost: {', '.join(facts.lost) or 'none'}",
-            )
-        else:
-            lost = f"; NotReady: {', '.join(facts.lost)}" if facts.lost else ""
-            ready = ("True", "NodesReady", f"{facts.nodes} nodes with {facts.cards} healthy cards{lost}")
-        status["conditions"] = common.with_condition(
-            list(old.get("conditions") or []), "Ready", *ready, now=stamp, generation=meta.get("generation")
-        )
-        if status != old:
-            await self.actuator.patch_status(resources.ACCELERATOR_POOL, "", meta["name"], status)
-
-    def _observe(self, plan, inv, ledger: ledger_.Ledger, running, pending, seconds: float) -> None:
-        metrics.CYCLE_SECONDS.observe(seconds)
-        metrics.PENDING_GANGS.clear()
-        for reason, count in collections.Counter(w.code for w in plan.waiting.values()).items():
-            metrics.PENDING_GANGS.labels(reason=reason).set(count)
-        totals: dict[tuple[str, str], list[int]] = collections.defaultdict(lambda: [0, 0])
-        for i, node in enumerate(ledger.cluster.nodes):
-            if node.devices:
-                t = totals[(node.pool, node.model or "")]
-                t[0] += node.capacity_milli
-                t[1] += node.capacity_milli - int(ledger.free_milli[i])
-        for (pool, model), (capacity, allocated) in totals.items():
-            metrics.CARDS.labels(pool=pool, model=model).set(capacity / 1000)
-            metrics.ALLOCATED_CARDS.labels(pool=pool, model=model).set(allocated / 1000)
-        pods = [p for g in (*pending, *(r.gang for r in running.values())) for p in g.pods()]
-        profile = workload.typical_tasks(pods)
-        if profile:
-            metrics.FRAGMENTED_MILLI_CARDS.set(fgd.fragmented_milli(ledger, fgd.Fragmentation(profile)))
-
 
 def _pools(bodies: Sequence[Mapping[str, Any]]) -> dict[str, resources.AcceleratorPoolSpec]:
     pools = {}
@@ -488,27 +415,7 @@ def _templates(w: queueing.Workload) -> dict[str, Mapping[str, Any]]:
     return {queueing.INFERENCE_ROLE: w.spec.template}
 
 
-def _placement(allocations: Sequence[ledger_.Allocation], cluster) -> dict[str, Any]:
-    nodes = sorted({cluster.nodes[a.node].name for a in allocations})
-    islands = sorted({cluster.path(a.node)[-2] for a in allocations if len(cluster.path(a.node)) > 1})
-    return {
-        "pods": len(allocations),
-        "cards": sum(len(a.shares) for a in allocations),
-        "milliCards": sum(a.milli for a in allocations),
-        "nodes": nodes,
-        "islands": [i for i in islands if i and not i.startswith("<")],
-    }
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "pods": a["pods"] + b["pods"],
-        "cards": a["cards"] + b["cards"],
-        "milliCards": a["milliCards"] + b["milliCards"],
-        "nodes": sorted({*a["nodes"], *b["nodes"]}),
-        "islands": sorted({*a["islands"], *b["islands"]}),
-    }
-
-
-def _rfc3339(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _fragmented(ledger: ledger_.Ledger, gangs: Sequence[workload.Gang]) -> float | None:
+    """FGD's fragmentation of the cluster for the typical pods of ``gangs`` (milli-cards), None without pods."""
+    profile = workload.typical_tasks(p for g in gangs for p in g.pods())
+    return fgd.fragmented_milli(ledger, fgd.Fragmentation(profile)) if profile else None
