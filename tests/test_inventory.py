@@ -152,6 +152,15 @@ def test_a_cordoned_node_carries_the_unschedulable_taint_besides_its_own():
     assert any("Sometimes" in p for p in reading.problems)
 
 
+def test_a_taint_dedicating_the_node_to_archipelago_does_not_repel_its_own_pods():
+    taints = [
+        {"key": "archipelago.dev/dedicated", "value": "true", "effect": "NoSchedule"},
+        {"key": "dedicated", "value": "train", "effect": "NoSchedule"},
+    ]
+    reading = read(make_node_body(taints=taints))
+    assert [t.key for t in reading.node.taints] == ["dedicated"]
+
+
 def test_unhealthy_cards_come_from_the_label_and_the_annotation_and_bad_indices_are_reported():
     reading = read(make_node_body(cards=8, unhealthy_label="1.3", unhealthy_annotation="5, 9, x"))
     assert [d.index for d in reading.node.devices if not d.healthy] == [1, 3, 5]

@@ -260,9 +260,17 @@ def _compare_allocatable(
 
 
 def _taints(node_spec: Mapping[str, Any], report: Report) -> tuple[nodes_.Taint, ...]:
+    """The node's taints as the scheduler honours them.
+
+    Taints under ``archipelago.dev/`` (such as ``archipelago.dev/dedicated=true:NoSchedule``)
+    dedicate a node to Archipelago: they keep kube-scheduler's pods off it, and Archipelago,
+    which binds its pods itself, ignores them.
+    """
     taints: list[nodes_.Taint] = []
     for raw in node_spec.get("taints") or ():
         key = raw.get("key") if isinstance(raw, Mapping) else None
+        if isinstance(key, str) and key.startswith(labels_.PREFIX):
+            continue
         try:
             if not key or not isinstance(key, str):
                 raise ValueError("a taint needs a key")
