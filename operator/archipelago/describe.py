@@ -30,6 +30,7 @@ HINTS: dict[str, str] = {
     Reason.UNKNOWN_PRIORITY_CLASS: "create the PriorityClass or fix spec.priorityClassName",
     Reason.UNKNOWN_DEVICE_MODEL: "fix spec.deviceModels to a model an AcceleratorPool's nodes carry",
     Reason.UNKNOWN_POOL: "create the AcceleratorPool or fix spec.pool",
+    Reason.NO_ACCELERATOR_POOL: "an admin creates an AcceleratorPool selecting the GPU/NPU nodes",
     Reason.UNKNOWN_TOPOLOGY_LEVEL: "use a level from the pool's topologyLevels, kubernetes.io/hostname or link-group",
     Reason.FRACTIONAL_NOT_ALLOWED: "set fractional: true on a pool, or ask for whole cards",
     Reason.INVALID_SPEC: "fix the field named; the job stays Failed until its spec changes",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +22,7 @@ import kubernetes.client
 
 from archipelago import api, config, scheduler
 from archipelago.actuation import Actuator
-from archipelago.api import labels, resources
+from archipelago.api import common, labels, reasons, resources
 
 registry = kopf.OperatorRegistry()
 
@@ -134,12 +135,55 @@ def _wake(memo: kopf.Memo) -> None:
 @kopf.on.event("nodes", registry=registry)
 @kopf.on.event("pods", labels=_MANAGED, registry=registry)
 @kopf.on.event(*_POOLS, registry=registry)
-@kopf.on.event(*_TRAINING, registry=registry)
-@kopf.on.event(*_INFERENCE, registry=registry)
 @kopf.on.event(*_PRIORITY_CLASSES, registry=registry)
 def wake(memo: kopf.Memo, **_: Any) -> None:
     """Any change may let a gang fit or need a verdict: ask for a cycle."""
     _wake(memo)
+
+
+@kopf.on.event(*_TRAINING, registry=registry)
+@kopf.on.event(*_INFERENCE, registry=registry)
+async def wake_or_explain(
+    type: str | None, body: kopf.Body, memo: kopf.Memo, pools_index: kopf.Index, **_: Any
+) -> None:
+    """Ask for a cycle; without any AcceleratorPool no cycle runs, so say so on the workload."""
+    _wake(memo)
+    runtime: Runtime = memo.runtime
+    if (
+        pools_index
+        or type == "DELETED"
+        or runtime.scheduler is None
+        or body.get("metadata", {}).get("deletionTimestamp")
+    ):
+        return
+    status = dict(body.get("status") or {})
+    old = next((c for c in status.get("conditions") or () if c.get("type") == reasons.ConditionType.SCHEDULED), None)
+    if old and old.get("reason") == reasons.Reason.NO_ACCELERATOR_POOL:
+        return
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    message = "no AcceleratorPool exists: create one for the nodes to schedule on (see crds/examples)"
+    status["phase"] = common.Phase.PENDING.value
+    status["conditions"] = common.with_condition(
+        list(status.get("conditions") or []),
+        reasons.ConditionType.SCHEDULED,
+        "False",
+        reasons.Reason.NO_ACCELERATOR_POOL,
+        message,
+        now=now,
+        generation=body["metadata"].get("generation"),
+    )
+    kind = resources.TRAINING_JOB if body.get("kind") == resources.TRAINING_JOB.kind else resources.INFERENCE_SERVICE
+    meta = body["metadata"]
+    actuator = runtime.scheduler.actuator
+    await actuator.patch_status(kind, meta.get("namespace", ""), meta["name"], status)
+    involved = {
+        "apiVersion": api.API_VERSION,
+        "kind": kind.kind,
+        "namespace": meta.get("namespace"),
+        "name": meta["name"],
+        "uid": meta.get("uid", ""),
+    }
+    await actuator.event(involved, "Warning", reasons.Reason.NO_ACCELERATOR_POOL, message)
 
 
 @kopf.on.delete(*_TRAINING, registry=registry)

@@ -354,3 +354,15 @@ def test_a_failed_inference_replica_is_replaced_alone(cluster, kubelet, emulator
     assert not any(d.name == "chat-server-0" for d in emulator.deletions), "the healthy replica keeps running"
     assert again[0].metadata.uid == pods[0].metadata.uid and again[1].metadata.uid != pods[1].metadata.uid
     assert cluster.status("InferenceService", "chat")["phase"] == "Running"
+
+
+def test_without_any_pool_a_job_says_so_and_runs_once_a_pool_exists(cluster, eventually):
+    cluster.node("a-0", island="a")
+    cluster.start()
+    cluster.create(make_job("early", workers=1))
+
+    condition = eventually(lambda: cluster.condition("TrainingJob", "early"))
+    assert (condition["status"], condition["reason"]) == ("False", "NoAcceleratorPool")
+    cluster.pool()
+    eventually(lambda: len(cluster.pods("early")) == 1)
+    eventually(lambda: cluster.condition("TrainingJob", "early")["reason"] == "Placed")

@@ -34,6 +34,8 @@ class Reason(enum.StrEnum):
     GANG_INCOMPLETE = "GangIncomplete"
     """Fewer pods exist than the gang needs (an interrupted creation); they are removed and requeued."""
     POD_CREATION_FAILED = "PodCreationFailed"
+    NO_ACCELERATOR_POOL = "NoAcceleratorPool"
+    """No AcceleratorPool exists, so nothing is scheduled yet."""
     INVALID_SPEC = "InvalidSpec"
     UNKNOWN_PRIORITY_CLASS = "UnknownPriorityClass"
     UNKNOWN_DEVICE_MODEL = "UnknownDeviceModel"
