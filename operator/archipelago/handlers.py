@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 import kubernetes.client
 
-from archipelago import api, config, scheduler
+from archipelago import api, config, manifests, scheduler
 from archipelago.actuation import Actuator
 from archipelago.api import common, labels, reasons, resources
 
@@ -176,13 +176,7 @@ async def wake_or_explain(
     meta = body["metadata"]
     actuator = runtime.scheduler.actuator
     await actuator.patch_status(kind, meta.get("namespace", ""), meta["name"], status)
-    involved = {
-        "apiVersion": api.API_VERSION,
-        "kind": kind.kind,
-        "namespace": meta.get("namespace"),
-        "name": meta["name"],
-        "uid": meta.get("uid", ""),
-    }
+    involved = manifests.reference(kind.kind, meta)
     await actuator.event(involved, "Warning", reasons.Reason.NO_ACCELERATOR_POOL, message)
 
 

@@ -126,6 +126,17 @@ def service(job: Workload) -> dict[str, Any] | None:
     }
 
 
+def reference(kind: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """An Event's ``involvedObject``: the workload of ``kind`` with metadata ``meta``."""
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": kind,
+        "namespace": meta.get("namespace"),
+        "name": meta["name"],
+        "uid": meta.get("uid", ""),
+    }
+
+
 def owner(job: Workload) -> dict[str, Any]:
     """The controller owner reference to ``job``: deleting the job deletes its pods."""
     return {

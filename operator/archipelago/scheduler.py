@@ -357,13 +357,7 @@ class Scheduler:
 
     async def _write(self, draft: status_.Draft) -> None:
         w = draft.workload
-        involved = {
-            "apiVersion": manifests.api.API_VERSION,
-            "kind": w.kind.kind,
-            "namespace": w.namespace,
-            "name": w.name,
-            "uid": w.uid,
-        }
+        involved = manifests.reference(w.kind.kind, {"namespace": w.namespace, "name": w.name, "uid": w.uid})
         for type_, reason, message in draft.events:
             await self.actuator.event(involved, type_, reason, message)
         if draft.changed:
@@ -389,13 +383,7 @@ class Scheduler:
             generation=meta.get("generation"),
         )
         await self.actuator.patch_status(kind, meta.get("namespace", ""), meta["name"], status)
-        involved = {
-            "apiVersion": manifests.api.API_VERSION,
-            "kind": kind.kind,
-            "namespace": meta.get("namespace"),
-            "name": meta["name"],
-            "uid": meta.get("uid", ""),
-        }
+        involved = manifests.reference(kind.kind, meta)
         await self.actuator.event(involved, "Warning", error.reason, str(error))
 
 
