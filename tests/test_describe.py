@@ -52,3 +52,16 @@ def test_every_scheduler_reason_has_a_hint():
     from archipelago.placement import plan
 
     assert set(plan.ReasonCode) <= set(describe.HINTS)
+
+
+def test_explain_without_a_cluster_is_a_clear_error_not_a_traceback(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from archipelago import cli
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    result = CliRunner().invoke(cli.main, ["explain", "tj/llm"])
+    assert result.exit_code == 1 and "no cluster to ask" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

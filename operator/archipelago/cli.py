@@ -282,7 +282,12 @@ def run(
 
     cycle = plan.Config(budget_s=budget, preemption=not no_preemption)
     settings = config.Operator(cycle=cycle, resync_s=resync, metrics_port=metrics_port or None)
-    runner.run(settings, peering=peering, priority=priority, verbose=verbose)
+    import kubernetes.config
+
+    try:
+        runner.run(settings, peering=peering, priority=priority, verbose=verbose)
+    except kubernetes.config.ConfigException as e:
+        raise click.ClickException(f"no cluster to run against: {e} (set KUBECONFIG or run in a pod)") from None
 
 
 @main.command()
@@ -291,11 +296,14 @@ def run(
 def explain(reference: str, namespace: str) -> None:
     """Why a TrainingJob, InferenceService or AcceleratorPool is where it is, or why it waits."""
     import kubernetes.client
+    import kubernetes.config
 
     from archipelago import runner
 
     try:
         click.echo(runner.explain(reference, namespace))
+    except kubernetes.config.ConfigException as e:
+        raise click.ClickException(f"no cluster to ask: {e} (set KUBECONFIG or run in a pod)") from None
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     except kubernetes.client.ApiException as e:
