@@ -123,3 +123,23 @@ def test_the_inventory_is_reread_only_when_a_node_or_pool_changes():
     )
     asyncio.run(loop_.cycle())
     assert loop_._inventory_cache is not first and loop_._inventory_cache.lost == ("n1",)
+
+
+def test_a_spec_that_does_not_parse_fails_naming_the_field_once_while_others_run():
+    node = make_node_body(name="n1", product="NVIDIA-H800")
+    bad = make_job("bad", workers=1)
+    bad["spec"]["replicaSets"][0]["cards"] = {"count": 1, "milli": 1500}
+    state = [scheduler.Inputs([node], [POOL], [], [bad, make_job("good", workers=1)])]
+    recorder = Recorder()
+    loop_ = loop(state, recorder)
+
+    asyncio.run(loop_.cycle())
+    status = recorder.statuses["bad"]
+    assert status["phase"] == "Failed"
+    assert status["conditions"][0]["message"].startswith("spec.replicaSets[0].cards.milli:")
+    assert recorder.created == ["good-worker-0"]
+
+    written = recorder.statuses.pop("bad")
+    state[0] = dataclasses.replace(state[0], jobs=[{**bad, "status": written}])
+    asyncio.run(loop_.cycle())
+    assert "bad" not in recorder.statuses, "an unchanged verdict is not written again"

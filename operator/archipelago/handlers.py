@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import datetime
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 import kubernetes.client
 
-from archipelago import api, config, manifests, scheduler
+from archipelago import api, config, scheduler
 from archipelago.actuation import Actuator
 from archipelago.api import common, labels, reasons, resources
 
@@ -156,28 +155,9 @@ async def wake_or_explain(
         or body.get("metadata", {}).get("deletionTimestamp")
     ):
         return
-    status = dict(body.get("status") or {})
-    old = next((c for c in status.get("conditions") or () if c.get("type") == reasons.ConditionType.SCHEDULED), None)
-    if old and old.get("reason") == reasons.Reason.NO_ACCELERATOR_POOL:
-        return
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    message = "no AcceleratorPool exists: create one for the nodes to schedule on (see crds/examples)"
-    status["phase"] = common.Phase.PENDING.value
-    status["conditions"] = common.with_condition(
-        list(status.get("conditions") or []),
-        reasons.ConditionType.SCHEDULED,
-        "False",
-        reasons.Reason.NO_ACCELERATOR_POOL,
-        message,
-        now=now,
-        generation=body["metadata"].get("generation"),
-    )
     kind = resources.TRAINING_JOB if body.get("kind") == resources.TRAINING_JOB.kind else resources.INFERENCE_SERVICE
-    meta = body["metadata"]
-    actuator = runtime.scheduler.actuator
-    await actuator.patch_status(kind, meta.get("namespace", ""), meta["name"], status)
-    involved = manifests.reference(kind.kind, meta)
-    await actuator.event(involved, "Warning", reasons.Reason.NO_ACCELERATOR_POOL, message)
+    message = "no AcceleratorPool exists: create one for the nodes to schedule on (see crds/examples)"
+    await runtime.scheduler.hold(kind, body, common.Phase.PENDING, reasons.Reason.NO_ACCELERATOR_POOL, message)
 
 
 @kopf.on.delete(*_TRAINING, registry=registry)

@@ -163,8 +163,8 @@ class Scheduler:
                     continue
                 try:
                     w = queueing.read(kind, body)
-                except queueing.SpecError as e:
-                    await self._reject(kind, body, e, stamp)
+                except queueing.SpecError as e:  # a spec that does not parse: Failed, the field named
+                    await self.hold(kind, body, common.Phase.FAILED, e.reason, str(e))
                     continue
                 draft = drafts[w.key] = status_.Draft.of(w)
                 views = owned.get((kind.kind, w.namespace, w.name), [])
@@ -363,28 +363,28 @@ class Scheduler:
         if draft.changed:
             await self.actuator.patch_status(w.kind, w.namespace, w.name, draft.status)
 
-    async def _reject(
-        self, kind: resources.Kind, body: Mapping[str, Any], error: queueing.SpecError, stamp: str
+    async def hold(
+        self, kind: resources.Kind, body: Mapping[str, Any], phase: common.Phase, reason: str, message: str
     ) -> None:
-        """A spec that does not parse: phase Failed with the field named, once."""
+        """Write ``Scheduled=False`` with ``reason`` and ``phase`` on a workload the cycle cannot
+        take up, and a Warning Event; nothing when its status already says exactly that."""
         meta = body["metadata"]
         status = dict(body.get("status") or {})
         old = next((c for c in status.get("conditions") or () if c.get("type") == SCHEDULED), None)
-        if status.get("phase") == "Failed" and old and old.get("message") == str(error):
+        if status.get("phase") == phase and old and (old.get("reason"), old.get("message")) == (reason, message):
             return
-        status["phase"] = common.Phase.FAILED.value
+        status["phase"] = phase.value
         status["conditions"] = common.with_condition(
             list(status.get("conditions") or []),
             SCHEDULED,
             "False",
-            error.reason,
-            str(error),
-            now=stamp,
+            reason,
+            message,
+            now=status_.rfc3339(self.clock()),
             generation=meta.get("generation"),
         )
         await self.actuator.patch_status(kind, meta.get("namespace", ""), meta["name"], status)
-        involved = manifests.reference(kind.kind, meta)
-        await self.actuator.event(involved, "Warning", error.reason, str(error))
+        await self.actuator.event(manifests.reference(kind.kind, meta), "Warning", reason, message)
 
 
 def _pools(bodies: Sequence[Mapping[str, Any]]) -> dict[str, resources.AcceleratorPoolSpec]:
