@@ -22,6 +22,7 @@ LAUNCHER = "launcher"
 """The role whose success ends a TrainingJob, when the job has one."""
 
 Reason = reasons_.Reason
+Type = reasons_.ConditionType
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,7 +113,12 @@ def training(
     if status.phase in (common.Phase.SUCCEEDED, common.Phase.FAILED):
         return Verdict(State.DONE, status.phase, delete=_names(live))
     if spec.suspend:
-        condition = ("Suspended", "True", Reason.SUSPENDED, "spec.suspend is true: the pods are removed, the job kept")
+        condition = (
+            Type.SUSPENDED,
+            "True",
+            Reason.SUSPENDED,
+            "spec.suspend is true: the pods are removed, the job kept",
+        )
         return Verdict(State.DONE, common.Phase.SUSPENDED, delete=_names(live), condition=condition)
     if not pods:
         return Verdict(State.QUEUED, common.Phase.PENDING)
@@ -126,7 +132,7 @@ def training(
             State.DONE,
             common.Phase.SUCCEEDED,
             delete=_names(live),
-            condition=("Complete", "True", Reason.SUCCEEDED, message),
+            condition=(Type.COMPLETE, "True", Reason.SUCCEEDED, message),
         )
     failed = [p for p in pods if p.phase == "Failed"]
     lost = [p for p in live if p.node in lost_nodes]
@@ -140,7 +146,7 @@ def training(
                 State.DONE,
                 common.Phase.FAILED,
                 delete=_names(live),
-                condition=("Failed", "True", Reason.BACKOFF_LIMIT_EXCEEDED, message),
+                condition=(Type.FAILED, "True", Reason.BACKOFF_LIMIT_EXCEEDED, message),
             )
         message = f"{cause}: the whole gang restarts (restart {restarts} of {spec.backoff_limit})"
         return Verdict(
@@ -148,7 +154,7 @@ def training(
             common.Phase.PENDING,
             delete=_names(present),
             restart=True,
-            condition=("Scheduled", "False", reason, message),
+            condition=(Type.SCHEDULED, "False", reason, message),
         )
     alive = [p for p in pods if p.live or p.phase == "Succeeded"]
     if len(alive) < min_member:
@@ -159,7 +165,7 @@ def training(
             State.DRAINING,
             common.Phase.PENDING,
             delete=_names(present),
-            condition=("Scheduled", "False", Reason.GANG_INCOMPLETE, message),
+            condition=(Type.SCHEDULED, "False", Reason.GANG_INCOMPLETE, message),
         )
     return Verdict(State.RUNNING, common.Phase.RUNNING)
 

@@ -226,8 +226,8 @@ class Scheduler:
                 verdict = lifecycle.inference(w.spec, views, lost)
                 gangs = queueing.inference_gangs(w, catalogue, range(w.spec.replicas), queued_at=queued_at)
         except queueing.SpecError as e:
-            status = "Failed" if e.permanent else "Pending"
-            draft.status["phase"] = status if not views else draft.status.get("phase", "Pending")
+            phase = common.Phase.FAILED if e.permanent else common.Phase.PENDING
+            draft.status["phase"] = phase.value if not views else draft.status.get("phase", common.Phase.PENDING.value)
             draft.condition(SCHEDULED, "False", e.reason, str(e), stamp, event="Warning")
             return
         draft.status["phase"] = verdict.phase.value
