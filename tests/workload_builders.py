@@ -60,19 +60,7 @@ def make_job(
         spec["priorityClassName"] = priority_class
     if min_member is not None:
         spec["minMember"] = min_member
-    return {
-        "apiVersion": "archipelago.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "uid": f"uid-{name}",
-            "generation": 1,
-            "creationTimestamp": "2026-11-21T10:00:00Z",
-        },
-        "spec": spec,
-        "status": status or {},
-    }
+    return {**_workload("TrainingJob", name, namespace, spec), "status": status or {}}
 
 
 def make_service(
@@ -94,9 +82,14 @@ def make_service(
         spec["deviceModels"] = list(models)
     if priority_class:
         spec["priorityClassName"] = priority_class
+    return _workload("InferenceService", name, namespace, spec)
+
+
+def _workload(kind: str, name: str, namespace: str, spec: dict[str, Any]) -> dict:
+    """A custom object of ``kind`` as the API returns it: server-set metadata filled in."""
     return {
         "apiVersion": "archipelago.dev/v1alpha1",
-        "kind": "InferenceService",
+        "kind": kind,
         "metadata": {
             "name": name,
             "namespace": namespace,

@@ -13,11 +13,14 @@ from typing import Any
 import kubernetes
 
 from archipelago import api, config, handlers
-from archipelago.api import labels
+from archipelago.api import labels, resources
 from archipelago.placement import plan
+from tests.workload_builders import make_priority_class
 
 POOL_LABEL = "archipelago.dev/pool"
 NAMESPACE = "team-a"
+PLURALS = {k.kind: k.plural for k in resources.KINDS}
+"""Kind to plural, for the custom objects API."""
 FAST = config.Operator(
     cycle=plan.Config(budget_s=0.3),
     resync_s=0.5,
@@ -61,13 +64,7 @@ class Cluster:
         self.kubelet.add_node(name, labels=node_labels, capacity={"nvidia.com/gpu": str(cards)})
 
     def priority_class(self, name: str, value: int) -> None:
-        body = {
-            "apiVersion": "scheduling.k8s.io/v1",
-            "kind": "PriorityClass",
-            "metadata": {"name": name},
-            "value": value,
-        }
-        kubernetes.client.SchedulingV1Api(self.client).create_priority_class(body)
+        kubernetes.client.SchedulingV1Api(self.client).create_priority_class(make_priority_class(name, value))
 
     def start(self) -> Any:
         memo = handlers.Runtime(self.settings, self.client)
@@ -76,11 +73,11 @@ class Cluster:
         return self.start_operator(handlers.registry, memo=kopf.Memo(runtime=memo))
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        plural = {"TrainingJob": "trainingjobs", "InferenceService": "inferenceservices"}[body["kind"]]
+        plural = PLURALS[body["kind"]]
         return self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, plural, body)
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
-        plural = {"TrainingJob": "trainingjobs", "InferenceService": "inferenceservices"}[kind]
+        plural = PLURALS[kind]
         return self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, NAMESPACE, plural, name)
 
     def pods(self, job: str | None = None, *, live: bool = True) -> list[kubernetes.client.V1Pod]:

@@ -7,7 +7,7 @@ import pathlib
 import yaml
 
 from archipelago import api
-from tests.operator.cluster import Cluster
+from tests.operator.cluster import PLURALS, Cluster
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "crds" / "examples"
 
@@ -30,14 +30,14 @@ def test_every_example_workload_runs(core_v1, custom_objects, kubelet, operator,
     cluster.start()
     workloads = [m for m in manifests if m["kind"] != "AcceleratorPool"]
     for body in workloads:
-        plural = {"TrainingJob": "trainingjobs", "InferenceService": "inferenceservices"}[body["kind"]]
+        plural = PLURALS[body["kind"]]
         custom_objects.create_namespaced_custom_object(
             api.GROUP, api.VERSION, body["metadata"]["namespace"], plural, body
         )
 
     for body in workloads:
         meta = body["metadata"]
-        plural = {"TrainingJob": "trainingjobs", "InferenceService": "inferenceservices"}[body["kind"]]
+        plural = PLURALS[body["kind"]]
 
         def running(meta=meta, plural=plural):
             obj = custom_objects.get_namespaced_custom_object(
