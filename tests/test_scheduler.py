@@ -143,3 +143,46 @@ def test_a_spec_that_does_not_parse_fails_naming_the_field_once_while_others_run
     state[0] = dataclasses.replace(state[0], jobs=[{**bad, "status": written}])
     asyncio.run(loop_.cycle())
     assert "bad" not in recorder.statuses, "an unchanged verdict is not written again"
+
+
+def test_the_loop_stops_when_cancelled_even_as_a_wake_up_arrives(monkeypatch):
+    """The operator stops its daemon by cancelling it, often just as a watch event wakes the loop.
+
+    Python 3.11's ``asyncio.wait_for`` returns normally, and loses the cancellation, when its
+    awaitable finishes in the same step (cpython gh-86296); the loop then never stopped.
+    Every interleaving a few event-loop steps apart is tried.
+    """
+    settings = config.Operator(resync_s=60.0, settle_s=0.0, metrics_port=None)
+    sched = scheduler.Scheduler(lambda: None, Recorder(), settings)
+    cycles = 0
+
+    async def cycle():
+        nonlocal cycles
+        cycles += 1
+
+    monkeypatch.setattr(sched, "cycle", cycle)
+
+    async def trial(steps: int) -> bool:
+        ready = asyncio.Event()
+        ready.set()
+        task = asyncio.create_task(sched.run(ready))
+        while cycles == 0:
+            await asyncio.sleep(0)
+        sched.wake()
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=1.0)
+        task.cancel()  # a swallowed cancellation leaves the loop running: end it for the next trial
+        return bool(done) and task.cancelled()
+
+    async def trials() -> list[int]:
+        nonlocal cycles
+        stuck = []
+        for steps in range(6):
+            cycles = 0
+            if not await trial(steps):
+                stuck.append(steps)
+        return stuck
+
+    assert asyncio.run(trials()) == []

@@ -114,8 +114,11 @@ class Scheduler:
                 raise
             except Exception:
                 logger.exception("scheduling cycle failed; retrying on the next event")
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+            # arrives as the wake-up does (cpython gh-86296), and the daemon would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.resync_s)
+                async with asyncio.timeout(self.settings.resync_s):
+                    await self._wake.wait()
             await asyncio.sleep(self.settings.settle_s)
 
     async def cycle(self) -> plan_.Plan | None:

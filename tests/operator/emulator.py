@@ -124,8 +124,9 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def _answer(self, request: kmock.Request, fault: faults.Fault | None) -> aiohttp.web.StreamResponse:
         if fault is not None and fault.seconds:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), fault.seconds)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for may swallow a cancel
+                async with asyncio.timeout(fault.seconds):
+                    await self._closed.wait()
         if fault is not None and fault.status is not None:
             raise error(fault.status, "injected by the test")
         if request.method == "GET" or request.resource is None or request.resource.plural is None:
@@ -317,7 +318,8 @@ class Emulator(kmock.KubernetesEmulator):
             if position < len(self._events):
                 continue  # written while we yielded
             try:
-                await asyncio.wait_for(tick.wait(), None if deadline is None else max(0.0, deadline - loop.time()))
+                async with asyncio.timeout_at(deadline):
+                    await tick.wait()
             except TimeoutError:
                 return
 
