@@ -232,6 +232,9 @@ class LedgerMachine(RuleBasedStateMachine):
         self.ledger = make_ledger(PROPERTY_CLUSTER)
         self.held: dict[str, ledger_.Allocation] = {}
         self.count = 0
+        self.aside: tuple[ledger_.Ledger, dict, dict] | None = None
+        """A ledger set aside by ``fork``, what it held, and its state then: nothing the active
+        ledger does may change it, although they share lists until written (copy-on-write)."""
 
     def fits(self, a: ledger_.Allocation) -> bool:
         """Independent of ``Ledger.check``: recompute free capacity from the shadow model."""
@@ -313,6 +316,26 @@ class LedgerMachine(RuleBasedStateMachine):
         with pytest.raises(KeyError):
             self.ledger.release(name)
         assert state(self.ledger) == before
+
+    @rule(keep_original=st.booleans())
+    def fork(self, keep_original):
+        """Copy the ledger; go on with the original or the copy, and set the other aside."""
+        other = self.ledger.copy()
+        active, aside = (self.ledger, other) if keep_original else (other, self.ledger)
+        self.ledger, self.aside = active, (aside, dict(self.held), state(aside))
+
+    @precondition(lambda self: self.aside is not None)
+    @rule()
+    def resume(self):
+        """Go back to the ledger set aside, and set the active one aside in its place."""
+        ledger, held, _ = self.aside
+        self.aside = (self.ledger, self.held, state(self.ledger))
+        self.ledger, self.held = ledger, held
+
+    @invariant()
+    def a_ledger_set_aside_never_changes(self):
+        if self.aside is not None:
+            assert state(self.aside[0]) == self.aside[2]
 
     @invariant()
     def free_plus_held_is_capacity_exactly(self):

@@ -42,7 +42,8 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     weights = objective.tier_weights(queue)
 
     # 2. The greedy plan: hint and fallback.
-    hint_state = pools.State(snapshot.ledger.copy())
+    base = pools.State(snapshot.ledger.copy())  # the pool sums, computed once and copied
+    hint_state = base.copy()
     placed = greedy.run(hint_state, queue)
     state = hint_state
     best = objective.score(snapshot.ledger, by_name, placed, weights)
@@ -54,7 +55,7 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     share = SOLVER_SHARE_WITH_VICTIMS if any(r.gang.preemptible for r in snapshot.running.values()) else SOLVER_SHARE
     left = config.budget_s * share - (time.perf_counter() - started)
     if config.solver and queue and left > 0.02 and not _best_possible(queue, placed, best):
-        solver_state = pools.State(snapshot.ledger.copy())
+        solver_state = base.copy()
         units = model.items(solver_state, queue, weights)
         solution = model.solve(solver_state, units, placed, config, left)
         stats.solver_status, stats.variables = solution.status, solution.variables
@@ -70,6 +71,7 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     evictions: list[plan.Eviction] = []
     evicted: set[str] = set()
     tried: set[str] = set()
+    failed: set[tuple] = set()  # (shape, evictions so far) of searches that found nothing
     if config.preemption and snapshot.running:
         longest = 0.01
         for gang in queue:
@@ -79,23 +81,41 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
             if not preempt.candidates(snapshot.running, gang, evicted):
                 continue
             tried.add(gang.name)
+            # Later gangs have no higher priority, so fewer candidates and no more room: one of
+            # the same shape fails too, until an eviction frees something.
+            key = (_shape(gang), len(evictions))
+            if key in failed:
+                continue
             searching = time.perf_counter()
             outcome = preempt.search(state, snapshot, gang, evicted, config, left)
             longest = max(longest, time.perf_counter() - searching)
-            if outcome is not None:
+            if outcome is None:
+                failed.add(key)
+            else:
                 evictions.extend(outcome.evictions)
                 evicted.update(e.gang for e in outcome.evictions)
                 placed[gang.name] = outcome.allocations
 
     # 5. A reason for every gang that waits.
     waiting: dict[str, plan.Wait] = {}
-    unplaced = [g for g in queue if g.name not in placed]
-    if unplaced:
-        before = pools.State(snapshot.ledger.copy())
-        for g in unplaced:
-            waiting[g.name] = explain.reason(before, state, snapshot, g, preemption_tried=g.name in tried)
+    for g in queue:  # base is still the state before this cycle's plan
+        if g.name not in placed:
+            waiting[g.name] = explain.reason(base, state, snapshot, g, preemption_tried=g.name in tried)
     stats.seconds = time.perf_counter() - started
     return plan.Plan(dict(placed), evictions, waiting, stats)
+
+
+def _shape(gang: workload.Gang) -> tuple:
+    """What the victim search reads of a gang: its pod sets' requests and bounds, not its names."""
+    sets = tuple(
+        (
+            (r.cpu_milli, r.memory_mib, r.cards, r.milli_per_card, r.device_memory_mib, r.models, r.resource),
+            (tuple(sorted(r.node_selector.items())), r.tolerations, s.count, lower),
+        )
+        for s, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True)
+        for r in (s.request,)
+    )
+    return (sets, gang.min_member, gang.priority, gang.topology)
 
 
 def _best_possible(queue: Sequence[workload.Gang], placed: dict, score: objective.Score) -> bool:

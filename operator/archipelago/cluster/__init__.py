@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from archipelago.cluster import nodes as nodes_
 from archipelago.cluster import topology as topology_
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Cluster:
     topology: topology_.Topology = topology_.Topology()
     _index: dict[str, int] = dataclasses.field(init=False, repr=False, compare=False)
     _paths: tuple[topology_.DomainId, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _derived: dict[str, Any] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = {node.name: i for i, node in enumerate(self.nodes)}
@@ -34,6 +39,7 @@ class Cluster:
             raise ValueError(f"duplicate node names: {dupes[:5]}")
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_paths", tuple(self.topology.path(n) for n in self.nodes))
+        object.__setattr__(self, "_derived", {})
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -45,6 +51,20 @@ class Cluster:
     def path(self, i: int) -> topology_.DomainId:
         """Node ``i``'s domain at every level, coarse to fine, ending with the node name."""
         return self._paths[i]
+
+    def derived(self, key: str, build: Callable[[Cluster], T]) -> T:
+        """``build(self)``, made once and kept with this cluster under ``key``.
+
+        For facts that follow from the nodes alone, which every cycle on the cluster would
+        otherwise recompute (the placers' per-node arrays and pool layout).
+        """
+        value = self._derived.get(key)
+        if value is None:
+            with _DERIVING:
+                value = self._derived.get(key)
+                if value is None:
+                    value = self._derived[key] = build(self)
+        return value
 
     def domains(self, level: str) -> dict[topology_.DomainId, list[int]]:
         """Node indices grouped by their domain at ``level``, in node order."""
@@ -66,6 +86,9 @@ class Cluster:
     def models(self) -> list[str]:
         """The card models present, sorted."""
         return sorted({n.model for n in self.nodes if n.model})
+
+
+_DERIVING = threading.Lock()
 
 
 def build(nodes: Iterable[nodes_.Node], levels: Sequence[str] = topology_.DEFAULT_LEVELS) -> Cluster:

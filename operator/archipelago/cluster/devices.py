@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 
 MILLI_PER_CARD = 1000
 """One whole card, in milli-cards."""
@@ -127,8 +128,12 @@ def model(name: str) -> DeviceModel:
     memory or link facts are invented for them.
     """
     known = CATALOGUE.get(name)
-    if known is not None:
-        return known
+    return known if known is not None else _unknown(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _unknown(name: str) -> DeviceModel:
+    """One entry per unknown name, made once: the placers ask for it per node and per cycle."""
     return DeviceModel(name, DeviceKind.GPU, _NVIDIA, memory_mib=0)
 
 

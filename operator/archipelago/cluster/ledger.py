@@ -72,23 +72,40 @@ class Ledger:
         self.node_generation = np.zeros(len(nodes), dtype=np.int64)
         self._allocations: dict[str, Allocation] = {}
         self._on_node: list[dict[str, Allocation]] = [{} for _ in nodes]
+        self._owned = bytearray(b"\x01") * len(nodes)
+        """Per node, 1 once this ledger holds its own copy of the node's per-card lists and
+        allocations; 0 while it may share them with copies (copy-on-write)."""
 
     def copy(self) -> Ledger:
-        """An independent ledger with the same allocations (for trying a plan without committing it)."""
+        """An independent ledger with the same allocations (for trying a plan without committing it).
+
+        O(nodes) at C speed: the per-node card lists are shared until either ledger changes
+        that node, which then copies them first (copy-on-write).
+        """
         other = object.__new__(Ledger)
         other.cluster = self.cluster
         other.cpu_free = list(self.cpu_free)
         other.memory_free = list(self.memory_free)
-        other.card_free = [list(c) for c in self.card_free]
-        other.card_memory_free = [list(c) for c in self.card_memory_free]
+        other.card_free = list(self.card_free)
+        other.card_memory_free = list(self.card_memory_free)
         other.free_milli = self.free_milli.copy()
         other.capacity_milli = self.capacity_milli
         other.allocated_milli = self.allocated_milli
         other.generation = self.generation
         other.node_generation = self.node_generation.copy()
         other._allocations = dict(self._allocations)
-        other._on_node = [dict(d) for d in self._on_node]
+        other._on_node = list(self._on_node)
+        self._owned = bytearray(len(self._owned))  # both now share every node's lists
+        other._owned = bytearray(len(self._owned))
         return other
+
+    def _own(self, i: int) -> None:
+        """Copy node ``i``'s lists before this ledger first changes them (see ``copy``)."""
+        if not self._owned[i]:
+            self.card_free[i] = list(self.card_free[i])
+            self.card_memory_free[i] = list(self.card_memory_free[i])
+            self._on_node[i] = dict(self._on_node[i])
+            self._owned[i] = 1
 
     def __contains__(self, pod: str) -> bool:
         return pod in self._allocations
@@ -138,6 +155,7 @@ class Ledger:
     def allocate(self, a: Allocation) -> None:
         """Record ``a``; raises ``CapacityError`` (ledger unchanged) if it does not fit."""
         self.check(a)
+        self._own(a.node)
         self._apply(a, -1)
         self._allocations[a.pod] = a
         self._on_node[a.node][a.pod] = a
@@ -145,6 +163,7 @@ class Ledger:
     def release(self, pod: str) -> Allocation:
         """Give back everything ``pod`` holds; raises ``KeyError`` if it holds nothing."""
         a = self._allocations.pop(pod)
+        self._own(a.node)
         del self._on_node[a.node][pod]
         self._apply(a, +1)
         return a

@@ -182,17 +182,11 @@ class _View:
 
 
 class _Static:
-    """Per-node arrays of one cluster that no allocation changes, built once per cluster.
-
-    The last few clusters are remembered by identity (a ``Cluster`` does not hash), so a
-    simulation pays for them once instead of once per cycle.
-    """
-
-    _memo: dict[int, _Static] = {}
+    """Per-node arrays of one cluster that no allocation changes, built once per cluster
+    (``Cluster.derived``), so a simulation pays for them once instead of once per cycle."""
 
     def __init__(self, cluster: cluster_.Cluster) -> None:
         nodes = cluster.nodes
-        self.cluster = cluster
         self.model = np.array([n.model or "" for n in nodes])
         self.capacity = np.array([n.capacity_milli for n in nodes], dtype=np.float64)
         self.by_name = np.argsort(np.argsort([n.name for n in nodes], kind="stable"))
@@ -200,12 +194,7 @@ class _Static:
 
     @classmethod
     def of(cls, cluster: cluster_.Cluster) -> _Static:
-        known = cls._memo.get(id(cluster))
-        if known is None or known.cluster is not cluster:
-            if len(cls._memo) >= 4:
-                cls._memo.clear()
-            known = cls._memo[id(cluster)] = cls(cluster)
-        return known
+        return cluster.derived("placement.baselines", cls)
 
 
 def _cycle(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
+from archipelago import cluster as cluster_
 from archipelago import workload
 from archipelago.cluster import ledger as ledger_
 from archipelago.cluster import nodes as nodes_
@@ -65,21 +66,17 @@ def _signature(node: nodes_.Node, levels: Sequence[str]) -> tuple:
     return (node.model, resource, node.card_count, node.pool, node.taints, node.links, labels)
 
 
-class State:
-    """A working ledger and the pool sums kept in step with it.
+class _Layout:
+    """Which nodes of a cluster form which pool: fixed for the cluster, so made once per cluster
+    (``Cluster.derived``). It also remembers each node's slots for the free cards they were
+    counted from, since most nodes are unchanged from one cycle to the next."""
 
-    ``allocate`` and ``release`` go through the ledger (which refuses any over-commit) and
-    update the affected node's slots and its pool's totals.
-    """
-
-    def __init__(self, ledger: ledger_.Ledger) -> None:
-        self.ledger = ledger
-        cluster = ledger.cluster
+    def __init__(self, cluster: cluster_.Cluster) -> None:
         levels = cluster.topology.levels
         self.sizes = slot_sizes(max((n.card_count for n in cluster.nodes), default=1))
-        self.pools: list[Pool] = []
+        self.pools: list[Pool] = []  # with no slots counted: templates
         self.pool_of: list[int] = [0] * len(cluster)
-        self.node_slots: list[list[int]] = [[] for _ in cluster.nodes]
+        self.slots: list[tuple[list[int], list[int]] | None] = [None] * len(cluster)
         keys: dict[tuple, int] = {}
         for i, node in enumerate(cluster.nodes):
             path = cluster.path(i)[: len(levels)]
@@ -91,17 +88,54 @@ class State:
             k = keys.get(key)
             if k is None:
                 k = keys[key] = len(self.pools)
-                self.pools.append(Pool(k, [], path, node, [0] * len(self.sizes), private))
+                self.pools.append(Pool(k, [], path, node, [], private))
             self.pools[k].nodes.append(i)
             self.pool_of[i] = k
+
+    def node_slots(self, ledger: ledger_.Ledger, i: int) -> list[int]:
+        """Node ``i``'s free slots per size, recounted only when its free cards changed."""
+        free = ledger.card_free[i]
+        known = self.slots[i]
+        if known is not None and known[0] == free:
+            return known[1]
+        node = ledger.cluster.nodes[i]
+        per_group = fit.whole_free(ledger, i)
+        counted = [fit.slots(node, per_group, s) for s in self.sizes]
+        self.slots[i] = (list(free), counted)
+        return counted
+
+
+class State:
+    """A working ledger and the pool sums kept in step with it.
+
+    ``allocate`` and ``release`` go through the ledger (which refuses any over-commit) and
+    update the affected node's slots and its pool's totals.
+    """
+
+    def __init__(self, ledger: ledger_.Ledger) -> None:
+        self.ledger = ledger
+        self._layout = layout = ledger.cluster.derived("placement.pools", _Layout)
+        self.sizes = layout.sizes
+        self.pools = [dataclasses.replace(p, slots=[0] * len(self.sizes)) for p in layout.pools]
+        self.pool_of = layout.pool_of
+        self.node_slots: list[list[int]] = [[] for _ in ledger.cluster.nodes]
+        for i in range(len(ledger.cluster)):
             self._add(i, +1)
+
+    def copy(self) -> State:
+        """An independent state over a copy of the ledger; the sums are copied, not recomputed."""
+        other = object.__new__(State)
+        other.ledger = self.ledger.copy()
+        other._layout, other.sizes = self._layout, self.sizes
+        other.pools = [dataclasses.replace(p, slots=list(p.slots)) for p in self.pools]  # members are fixed
+        other.pool_of = self.pool_of  # fixed
+        other.node_slots = list(self.node_slots)  # rows are replaced, never changed in place
+        return other
 
     def _add(self, i: int, sign: int) -> None:
         pool = self.pools[self.pool_of[i]]
         if sign > 0:
-            node = self.ledger.cluster.nodes[i]
-            free = fit.whole_free(self.ledger, i)
-            self.node_slots[i] = [fit.slots(node, free, s) for s in self.sizes]
+            self.node_slots[i] = self._layout.node_slots(self.ledger, i)
         for k, count in enumerate(self.node_slots[i]):
             pool.slots[k] += sign * count
         pool.cpu += sign * self.ledger.cpu_free[i]

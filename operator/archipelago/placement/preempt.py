@@ -20,6 +20,7 @@ equal losses fewer victims win. The model minimises that cost, so the set is min
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import time
@@ -73,10 +74,17 @@ def search(
     if not victims:
         return None
     cluster = ledger.cluster
-    eligible_pools = {k for s in gang.pod_sets for k in state.eligible(s.request, gang.cards)}
-    nodes = sorted(i for k in eligible_pools for i in state.pools[k].nodes)
-    if not nodes:
-        return None
+    holdings = {v.gang.name: [a for a in (ledger.get(pod) for pod in v.pods) if a is not None] for v in victims}
+    freed: collections.Counter[int] = collections.Counter()  # milli-cards freed per node if every candidate went
+    freed_whole: collections.Counter[int] = collections.Counter()  # and whole cards
+    for held in holdings.values():
+        for a in held:
+            freed[a.node] += a.milli
+            freed_whole[a.node] += sum(1 for sh in a.shares if sh.milli == devices.MILLI_PER_CARD)
+    allowed = [_allowed(state, gang, pod_set.request, freed) for pod_set in gang.pod_sets]
+    nodes = sorted(set().union(*allowed))
+    if not _room(state, gang, allowed, freed, freed_whole):
+        return None  # not even every candidate together makes room
     node_set = set(nodes)
     model = cp_model.CpModel()
     # Victims: whole-gang literals and per-pod release literals.
@@ -88,7 +96,7 @@ def search(
         name = victim.gang.name
         p = whole[name] = model.new_bool_var(f"p_{name}")
         progress = victim.progress_since(snapshot.now)
-        held = [a for a in (ledger.get(pod) for pod in victim.pods) if a is not None]
+        held = holdings[name]
         cost_terms.append(p)
         if not victim.gang.elastic:
             model.add_hint(p, 0)
@@ -116,9 +124,8 @@ def search(
             model.add(sum(qs) <= max(0, len(qs) - lower) + len(qs) * p)
     # The gang: pods per node, all-or-nothing (it must run).
     x: list[dict[int, cp_model.IntVar]] = []
-    for pod_set, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True):
-        allowed = {i for k in state.eligible(pod_set.request, gang.cards) for i in state.pools[k].nodes}
-        xs = {i: model.new_int_var(0, pod_set.count, f"x_{pod_set.role}_{i}") for i in nodes if i in allowed}
+    for pod_set, lower, where in zip(gang.pod_sets, gang.lower_bounds(), allowed, strict=True):
+        xs = {i: model.new_int_var(0, pod_set.count, f"x_{pod_set.role}_{i}") for i in sorted(where)}
         model.add(sum(xs.values()) >= lower)
         model.add(sum(xs.values()) <= pod_set.count)
         x.append(xs)
@@ -145,6 +152,49 @@ def search(
         evictions.append(plan.Eviction(victim.gang.name, victim.pods if is_whole else pods, is_whole, lost, gang.name))
     counts = [{i: int(solver.value(v)) for i, v in xs.items() if solver.value(v)} for xs in x]
     return _apply(state, gang, evictions, counts, solver.status_name(status))
+
+
+def _allowed(state: pools.State, gang: workload.Gang, pod: workload.PodRequest, freed: Mapping[int, int]) -> set[int]:
+    """Nodes where evictions could let a pod of ``pod``'s set run: eligible ones that either
+    hold a candidate's pods or fit one such pod's cards, cpu and memory as they are. A node
+    with neither can take none of these pods, so leaving it out loses no solution."""
+    ledger = state.ledger
+    return {
+        i
+        for k in state.eligible(pod, gang.cards)
+        for i in state.pools[k].nodes
+        if i in freed
+        or (
+            ledger.free_milli[i] >= pod.milli
+            and ledger.cpu_free[i] >= pod.cpu_milli
+            and ledger.memory_free[i] >= pod.memory_mib
+        )
+    }
+
+
+def _room(
+    state: pools.State,
+    gang: workload.Gang,
+    allowed: list[set[int]],
+    freed: Mapping[int, int],
+    freed_whole: Mapping[int, int],
+) -> bool:
+    """A necessary condition for the search to succeed, checked before any model is built:
+    with every candidate evicted, the allowed nodes hold the gang's milli-cards and, per pod
+    set of whole cards, its lower bound of pods (each node counted as its free and freed
+    whole cards over the pod's cards: link groups aside, an upper bound)."""
+    ledger = state.ledger
+    nodes = set().union(*allowed)
+    need = sum(s.request.milli * lower for s, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True))
+    if not nodes or need > sum(int(ledger.free_milli[i]) + freed.get(i, 0) for i in nodes):
+        return False
+    for pod_set, lower, where in zip(gang.pod_sets, gang.lower_bounds(), allowed, strict=True):
+        pod = pod_set.request
+        if lower and pod.cards and not pod.sharing:
+            whole = (sum(fit.whole_free(ledger, i)) + freed_whole.get(i, 0) for i in where)
+            if sum(w // pod.cards for w in whole) < lower:
+                return False
+    return True
 
 
 def _add_domains(model: cp_model.CpModel, cluster, gang: workload.Gang, nodes, x) -> None:
