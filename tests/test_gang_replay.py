@@ -67,6 +67,26 @@ def test_a_gang_that_never_fits_counts_with_its_wait_until_the_last_event(schedu
     assert result.queue_delay_mean_s == 47.5  # (0 + 95) / 2
 
 
+@pytest.mark.parametrize("scheduler", gang_replay.SCHEDULERS)
+def test_with_a_period_gangs_start_at_the_next_multiple_of_it_on_everything_since(scheduler):
+    cluster = make_cluster(*make_nodes(2, island="a"))
+    first = arrive(make_gang(name="first", pods=1, cards=8), at=0, runs=100)
+    second = arrive(make_gang(name="second", pods=1, cards=8), at=3, runs=55)
+    third = arrive(make_gang(name="third", pods=1, cards=8), at=7, runs=10)
+
+    result = gang_replay.replay([first, second, third], cluster, scheduler, period_s=10)
+
+    # 0 is on the grid; the arrivals at 3 and 7 wait for the cycle at 10, where only second
+    # fits; it leaves at 65, and third starts at the next multiple, 70.
+    assert result.first_start == {"first": 0, "second": 10, "third": 70}
+    assert result.cycles == 3  # at 0, 10 and 70: not at 3, 7 or 65, though each is an event
+
+
+def test_a_negative_period_is_refused():
+    with pytest.raises(ValueError, match="period_s"):
+        gang_replay.replay([], make_cluster(make_node()), "greedy", period_s=-1)
+
+
 def test_allocation_is_weighted_by_time_from_the_first_arrival_to_the_last():
     cluster = make_cluster(make_node(cards=8))
     half = arrive(make_gang(name="half", pods=1, cards=4), at=0, runs=30)
@@ -283,6 +303,19 @@ def test_simulate_gangs_prints_the_figures_of_every_gang_scheduler_as_json():
             assert key in figures, (name, key)
         assert 0 < figures["gpu_alloc_pct"] <= 100
         assert figures["gangs"] == 40
+
+
+def test_simulate_gangs_with_a_period_runs_fewer_cycles_and_says_so():
+    every_event = json.loads(simulate("--workload", "gangs", "--gangs", "40", "--json", "--jobs", "1").stdout)
+    result = simulate("--workload", "gangs", "--gangs", "40", "--json", "--jobs", "1", "--period", "60")
+
+    assert result.exit_code == 0, result.output
+    periodic = json.loads(result.stdout)
+    for name in gang_replay.SCHEDULERS:
+        assert periodic[name]["period_s"] == 60
+        assert periodic[name]["cycles"] < every_event[name]["cycles"]
+    table = simulate("--workload", "gangs", "--gangs", "40", "--policies", "greedy", "--period", "60")
+    assert "a cycle every 60 s" in table.stdout
 
 
 def test_simulate_gangs_runs_a_yaml_gang_file_on_a_yaml_cluster_and_tables_it():

@@ -99,6 +99,13 @@ def _names(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[st
     help="Gang workload: card-seconds offered in the arrival window, as a multiple of capacity.",
 )
 @click.option(
+    "--period",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Gang workload: run the scheduler every PERIOD simulated seconds (0: after every event).",
+)
+@click.option(
     "--tune", default=1.3, show_default=True, type=float, help="fgd protocol: demand as a multiple of capacity."
 )
 @click.option("--bound", is_flag=True, help="Also compute the LP upper bound at KPI(100) (fgd protocol).")
@@ -116,6 +123,7 @@ def simulate(
     seed: int,
     gang_count: int,
     load: float,
+    period: float,
     tune: float,
     bound: bool,
     as_json: bool,
@@ -143,7 +151,7 @@ def simulate(
     if workload_yaml == GANG_WORKLOAD or (workload_yaml and gangs.is_gang_yaml(workload_yaml)):
         if pods or bound or plot:
             raise click.UsageError("--pods, --bound and --plot are for the pod workload, not for gangs")
-        _simulate_gangs(nodes, cluster_yaml, workload_yaml, policy_names, seed, gang_count, load, as_json, jobs)
+        _simulate_gangs(nodes, cluster_yaml, workload_yaml, policy_names, seed, gang_count, load, period, as_json, jobs)
         return
     try:
         scn = _scenario(nodes, pods, cluster_yaml, workload_yaml)
@@ -199,6 +207,7 @@ def _simulate_gangs(
     seed: int,
     count: int,
     load: float,
+    period: float,
     as_json: bool,
     jobs: int | None,
 ) -> None:
@@ -226,11 +235,14 @@ def _simulate_gangs(
         raise click.ClickException(str(err)) from None
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    results = gang_replay.compare(arrivals, built, names, seed=seed, jobs=jobs)
+    results = gang_replay.compare(arrivals, built, names, seed=seed, jobs=jobs, period_s=period)
     if as_json:
-        click.echo(gang_report.dumps(results, workload=what, cluster=where, seed=seed, offered_load=offered))
+        click.echo(
+            gang_report.dumps(results, workload=what, cluster=where, seed=seed, offered_load=offered, period_s=period)
+        )
     else:
-        gang_report.print_table(results, f"{what} on {where}, offering {offered:.2f}x its cards")
+        every = f", a cycle every {period:g} s" if period else ""
+        gang_report.print_table(results, f"{what} on {where}, offering {offered:.2f}x its cards{every}")
 
 
 @main.group()

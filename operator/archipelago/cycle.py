@@ -13,6 +13,7 @@ in the snapshot) and never mutates the snapshot. Steps:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -83,7 +84,7 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
             tried.add(gang.name)
             # Later gangs have no higher priority, so fewer candidates and no more room: one of
             # the same shape fails too, until an eviction frees something.
-            key = (_shape(gang), len(evictions))
+            key = (gang.shape(), len(evictions))
             if key in failed:
                 continue
             searching = time.perf_counter()
@@ -98,24 +99,15 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
 
     # 5. A reason for every gang that waits.
     waiting: dict[str, plan.Wait] = {}
+    reasons: dict[tuple, plan.Wait] = {}  # gangs of one shape wait for one reason
     for g in queue:  # base is still the state before this cycle's plan
         if g.name not in placed:
-            waiting[g.name] = explain.reason(base, state, snapshot, g, preemption_tried=g.name in tried)
+            key = (g.shape(), g.name in tried)
+            if key not in reasons:
+                reasons[key] = explain.reason(base, state, snapshot, g, preemption_tried=g.name in tried)
+            waiting[g.name] = dataclasses.replace(reasons[key], gang=g.name)
     stats.seconds = time.perf_counter() - started
     return plan.Plan(dict(placed), evictions, waiting, stats)
-
-
-def _shape(gang: workload.Gang) -> tuple:
-    """What the victim search reads of a gang: its pod sets' requests and bounds, not its names."""
-    sets = tuple(
-        (
-            (r.cpu_milli, r.memory_mib, r.cards, r.milli_per_card, r.device_memory_mib, r.models, r.resource),
-            (tuple(sorted(r.node_selector.items())), r.tolerations, s.count, lower),
-        )
-        for s, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True)
-        for r in (s.request,)
-    )
-    return (sets, gang.min_member, gang.priority, gang.topology)
 
 
 def _best_possible(queue: Sequence[workload.Gang], placed: dict, score: objective.Score) -> bool:

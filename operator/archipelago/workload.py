@@ -210,6 +210,19 @@ class Gang:
             bounds[-1] = max(0, self.min_member - sum(bounds[:-1]))  # type: ignore[operator]
         return tuple(bounds)
 
+    def shape(self) -> tuple:
+        """Everything placement reads of the gang but its names and arrival: two gangs of one
+        shape fit, fail and wait alike. Hashable."""
+        sets = tuple(
+            (
+                (r.cpu_milli, r.memory_mib, r.cards, r.milli_per_card, r.device_memory_mib, r.models, r.resource),
+                (tuple(sorted(r.node_selector.items())), r.tolerations, s.count, lower),
+            )
+            for s, lower in zip(self.pod_sets, self.lower_bounds(), strict=True)
+            for r in (s.request,)
+        )
+        return (sets, self.min_member, self.priority, self.preemptible, self.topology)
+
     def pod(self, pod_set: PodSet, index: int) -> PodRequest:
         """Pod ``index`` of ``pod_set``, named ``<pod_prefix>-<role>-<first_index + index>``."""
         name = f"{self.pod_prefix or self.name}-{pod_set.role}-{pod_set.first_index + index}"

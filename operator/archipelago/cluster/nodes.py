@@ -6,6 +6,7 @@ Units: cpu in milli-cores, memory in MiB.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from collections.abc import Mapping
 
@@ -116,7 +117,7 @@ class Node:
     def card_count(self) -> int:
         return len(self.devices)
 
-    @property
+    @functools.cached_property
     def capacity_milli(self) -> int:
         """Card capacity in milli-cards; unhealthy cards count for nothing."""
         return devices.MILLI_PER_CARD * sum(d.healthy for d in self.devices)

@@ -10,11 +10,13 @@ count whole cards of the models the gang may use, on nodes it may use.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+
+import numpy as np
 
 from archipelago import workload
+from archipelago.cluster import devices, topology
 from archipelago.cluster import ledger as ledger_
-from archipelago.cluster import topology
 from archipelago.placement import fit, greedy, plan, pools, preempt
 from archipelago.policies import scoring
 
@@ -26,7 +28,7 @@ class _Need:
     cards: int
     what: str
     unit: str
-    nodes: list[int]
+    nodes: np.ndarray
     level: str | None
 
 
@@ -47,12 +49,13 @@ def reason(
     if wait is not None:
         return wait
     need = _need(before, gang)
-    capacity = sum(_cards(cluster.nodes[i].capacity_milli) for i in need.nodes)
+    cards = cluster.derived("placement.explain.cards", _capacity_cards)
+    capacity = int(cards[need.nodes].sum())
     if need.cards > capacity:
         return _wait(gang, Code.EXCEEDS_CLUSTER, f"needs {need.what}; matching nodes hold {capacity}{need.unit} in all")
     domains = _domains(cluster, need)
     if domains is not None:
-        largest, where = _largest(domains, lambda i: _cards(cluster.nodes[i].capacity_milli))
+        largest, where = _largest(domains, cards)
         if need.cards > largest:
             return _wait(
                 gang,
@@ -66,13 +69,13 @@ def reason(
             f"needs {need.what}; it fits the free capacity, but gangs ahead of it in the queue "
             "(higher priority, or equal priority and earlier) took it this cycle",
         )
-    free = _free_cards(after.ledger)
+    free = after.whole  # wholly free cards per node
     victims = {pod for r in preempt.candidates(snapshot.running, gang, ()) for pod in r.pods}
     held = _held(after.ledger, victims)
-    now = sum(free(i) for i in need.nodes)
+    now = int(free[need.nodes].sum())
     if now < need.cards:
-        if held and preemption_tried:
-            total = sum(held.get(i, 0) for i in need.nodes)
+        if held.any() and preemption_tried:
+            total = int(held[need.nodes].sum())
             return _wait(
                 gang,
                 Code.PREEMPTION_INSUFFICIENT,
@@ -85,7 +88,7 @@ def reason(
     if domains is not None:
         largest, where = _largest(domains, free)
         if largest < need.cards:
-            held_there = sum(held.get(i, 0) for i in domains.get(where, []))
+            held_there = int(held[domains[where]].sum())
             tail = (
                 f"; {held_there}{need.unit} held by lower-priority preemptible gangs were not enough"
                 if preemption_tried and held_there
@@ -107,10 +110,6 @@ def reason(
 
 def _wait(gang: workload.Gang, code: Code, message: str) -> plan.Wait:
     return plan.Wait(gang.name, code, message)
-
-
-def _cards(milli: int) -> int:
-    return milli // 1000
 
 
 def _static(state: pools.State, gang: workload.Gang) -> plan.Wait | None:
@@ -135,7 +134,7 @@ def _static(state: pools.State, gang: workload.Gang) -> plan.Wait | None:
 def _need(state: pools.State, gang: workload.Gang) -> _Need:
     cards = sum(s.request.cards * lower for s, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True))
     eligible = {k for s in gang.pod_sets if s.request.cards for k in state.eligible(s.request, gang.cards)}
-    nodes = sorted(i for k in eligible for i in state.pools[k].nodes)
+    nodes = np.sort(state.nodes_of(eligible))
     models = sorted({state.pools[k].node.model for k in eligible if state.pools[k].node.model})
     unit = f" x {models[0]}" if len(models) == 1 else " cards"
     request = gang.topology
@@ -143,13 +142,13 @@ def _need(state: pools.State, gang: workload.Gang) -> _Need:
     return _Need(cards, f"{cards}{unit}", unit, nodes, level)
 
 
-def _domains(cluster, need: _Need) -> dict[str, list[int]] | None:
+def _domains(cluster, need: _Need) -> dict[str, np.ndarray] | None:
     """The nodes of each domain of a required level, named by their label value."""
     if need.level is None:
         return None
     domains: dict[str, list[int]] = {}
     depth = None if need.level in (topology.HOSTNAME, workload.LINK_GROUP) else cluster.topology.depth(need.level)
-    for i in need.nodes:
+    for i in need.nodes.tolist():
         name = cluster.nodes[i].name if depth is None else cluster.path(i)[depth]
         domains.setdefault(name, []).append(i)
     if need.level == workload.LINK_GROUP:
@@ -158,28 +157,31 @@ def _domains(cluster, need: _Need) -> dict[str, list[int]] | None:
         need.level = "node"
     else:
         need.level = need.level.rsplit("/", 1)[-1]
-    return domains
+    return {name: np.asarray(members) for name, members in domains.items()}
 
 
-def _largest(domains: Mapping[str, list[int]], cards: Callable[[int], int]) -> tuple[int, str]:
+def _largest(domains: Mapping[str, np.ndarray], cards: np.ndarray) -> tuple[int, str]:
+    """The domain with the most ``cards`` (per node), first by name among equals, and its count."""
     best, where = -1, ""
     for name, members in sorted(domains.items()):
-        total = sum(cards(i) for i in members)
+        total = int(cards[members].sum())
         if total > best:
             best, where = total, name
     return best, where
 
 
-def _free_cards(ledger: ledger_.Ledger) -> Callable[[int], int]:
-    return lambda i: sum(fit.whole_free(ledger, i))
+def _capacity_cards(cluster) -> np.ndarray:
+    """Healthy cards per node."""
+    return np.array([n.capacity_milli // devices.MILLI_PER_CARD for n in cluster.nodes], dtype=np.int64)
 
 
-def _held(ledger: ledger_.Ledger, pods: set[str]) -> dict[int, int]:
-    held: dict[int, int] = {}
+def _held(ledger: ledger_.Ledger, pods: set[str]) -> np.ndarray:
+    """Cards per node that these pods hold."""
+    held = np.zeros(len(ledger.cluster), dtype=np.int64)
     for pod in pods:
         a = ledger.get(pod)
         if a is not None:
-            held[a.node] = held.get(a.node, 0) + len(a.shares)
+            held[a.node] += len(a.shares)
     return held
 
 

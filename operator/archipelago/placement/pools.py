@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from archipelago import cluster as cluster_
 from archipelago import workload
 from archipelago.cluster import ledger as ledger_
@@ -77,6 +79,7 @@ class _Layout:
         self.pools: list[Pool] = []  # with no slots counted: templates
         self.pool_of: list[int] = [0] * len(cluster)
         self.slots: list[tuple[list[int], list[int]] | None] = [None] * len(cluster)
+        self._arrays: list[np.ndarray] | None = None
         keys: dict[tuple, int] = {}
         for i, node in enumerate(cluster.nodes):
             path = cluster.path(i)[: len(levels)]
@@ -91,6 +94,12 @@ class _Layout:
                 self.pools.append(Pool(k, [], path, node, [], private))
             self.pools[k].nodes.append(i)
             self.pool_of[i] = k
+
+    def node_array(self, k: int) -> np.ndarray:
+        """Pool ``k``'s nodes as an array (made on first use)."""
+        if self._arrays is None:
+            self._arrays = [np.asarray(p.nodes, dtype=np.int64) for p in self.pools]
+        return self._arrays[k]
 
     def node_slots(self, ledger: ledger_.Ledger, i: int) -> list[int]:
         """Node ``i``'s free slots per size, recounted only when its free cards changed."""
@@ -119,6 +128,8 @@ class State:
         self.pools = [dataclasses.replace(p, slots=[0] * len(self.sizes)) for p in layout.pools]
         self.pool_of = layout.pool_of
         self.node_slots: list[list[int]] = [[] for _ in ledger.cluster.nodes]
+        self.whole = np.zeros(len(ledger.cluster), dtype=np.int64)
+        """Wholly free cards per node (its 1-card slots), for numpy aggregates."""
         for i in range(len(ledger.cluster)):
             self._add(i, +1)
 
@@ -130,12 +141,14 @@ class State:
         other.pools = [dataclasses.replace(p, slots=list(p.slots)) for p in self.pools]  # members are fixed
         other.pool_of = self.pool_of  # fixed
         other.node_slots = list(self.node_slots)  # rows are replaced, never changed in place
+        other.whole = self.whole.copy()
         return other
 
     def _add(self, i: int, sign: int) -> None:
         pool = self.pools[self.pool_of[i]]
         if sign > 0:
-            self.node_slots[i] = self._layout.node_slots(self.ledger, i)
+            self.node_slots[i] = slots = self._layout.node_slots(self.ledger, i)
+            self.whole[i] = slots[0]  # slot sizes start at 1
         for k, count in enumerate(self.node_slots[i]):
             pool.slots[k] += sign * count
         pool.cpu += sign * self.ledger.cpu_free[i]
@@ -163,6 +176,11 @@ class State:
         """Release ``allocations`` newest first: roll back a tentative placement."""
         for a in reversed(list(allocations)):
             self.release(a.pod)
+
+    def nodes_of(self, pool_indices: Iterable[int]) -> np.ndarray:
+        """The nodes of these pools, as an array."""
+        arrays = [self._layout.node_array(k) for k in pool_indices]
+        return np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int64)
 
     def eligible(self, pod: workload.PodRequest, gang_cards: int) -> list[int]:
         """Pools whose nodes ``pod`` may run on (statically: model, taints, selector, link rules)."""

@@ -20,12 +20,12 @@ equal losses fewer victims win. The model minimises that cost, so the set is min
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
+import numpy as np
 from ortools.sat.python import cp_model
 
 from archipelago import workload
@@ -75,16 +75,10 @@ def search(
         return None
     cluster = ledger.cluster
     holdings = {v.gang.name: [a for a in (ledger.get(pod) for pod in v.pods) if a is not None] for v in victims}
-    freed: collections.Counter[int] = collections.Counter()  # milli-cards freed per node if every candidate went
-    freed_whole: collections.Counter[int] = collections.Counter()  # and whole cards
-    for held in holdings.values():
-        for a in held:
-            freed[a.node] += a.milli
-            freed_whole[a.node] += sum(1 for sh in a.shares if sh.milli == devices.MILLI_PER_CARD)
-    allowed = [_allowed(state, gang, pod_set.request, freed) for pod_set in gang.pod_sets]
-    nodes = sorted(set().union(*allowed))
-    if not _room(state, gang, allowed, freed, freed_whole):
+    allowed = _allowed(state, gang, holdings)
+    if allowed is None:
         return None  # not even every candidate together makes room
+    nodes = sorted(set().union(*allowed))
     node_set = set(nodes)
     model = cp_model.CpModel()
     # Victims: whole-gang literals and per-pod release literals.
@@ -154,47 +148,67 @@ def search(
     return _apply(state, gang, evictions, counts, solver.status_name(status))
 
 
-def _allowed(state: pools.State, gang: workload.Gang, pod: workload.PodRequest, freed: Mapping[int, int]) -> set[int]:
-    """Nodes where evictions could let a pod of ``pod``'s set run: eligible ones that either
-    hold a candidate's pods or fit one such pod's cards, cpu and memory as they are. A node
-    with neither can take none of these pods, so leaving it out loses no solution."""
-    ledger = state.ledger
-    return {
-        i
-        for k in state.eligible(pod, gang.cards)
-        for i in state.pools[k].nodes
-        if i in freed
-        or (
-            ledger.free_milli[i] >= pod.milli
-            and ledger.cpu_free[i] >= pod.cpu_milli
-            and ledger.memory_free[i] >= pod.memory_mib
-        )
-    }
+def _allowed(
+    state: pools.State, gang: workload.Gang, holdings: Mapping[str, list[ledger_.Allocation]]
+) -> list[set[int]] | None:
+    """Per pod set, the nodes where evictions could let its pods run; None when, even with
+    every candidate evicted, no node set (no single domain, for a gang that requires one)
+    could hold the gang. A necessary condition, checked with numpy before any model is built.
 
-
-def _room(
-    state: pools.State,
-    gang: workload.Gang,
-    allowed: list[set[int]],
-    freed: Mapping[int, int],
-    freed_whole: Mapping[int, int],
-) -> bool:
-    """A necessary condition for the search to succeed, checked before any model is built:
-    with every candidate evicted, the allowed nodes hold the gang's milli-cards and, per pod
-    set of whole cards, its lower bound of pods (each node counted as its free and freed
-    whole cards over the pod's cards: link groups aside, an upper bound)."""
+    A node is allowed if it is eligible and either holds a candidate's pods or fits one pod
+    of the set as it is: a node with neither takes none, so leaving it out loses no solution.
+    The room check counts the allowed nodes' free and freed milli-cards against the gang's,
+    and per pod set of whole cards its free and freed whole cards over the pod's cards (link
+    groups aside, an upper bound on the pods they take) against its lower bound.
+    """
     ledger = state.ledger
-    nodes = set().union(*allowed)
-    need = sum(s.request.milli * lower for s, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True))
-    if not nodes or need > sum(int(ledger.free_milli[i]) + freed.get(i, 0) for i in nodes):
-        return False
-    for pod_set, lower, where in zip(gang.pod_sets, gang.lower_bounds(), allowed, strict=True):
+    n = len(ledger.cluster)
+    at = [a.node for held in holdings.values() for a in held]
+    freed = np.bincount(at, [a.milli for held in holdings.values() for a in held], minlength=n)
+    whole_shares = [
+        sum(1 for sh in a.shares if sh.milli == devices.MILLI_PER_CARD) for held in holdings.values() for a in held
+    ]
+    whole = state.whole + np.bincount(at, whole_shares, minlength=n).astype(np.int64)
+    hosts = np.bincount(at, minlength=n) > 0
+    available = ledger.free_milli + freed
+    cpu, memory = np.asarray(ledger.cpu_free), np.asarray(ledger.memory_free)
+    request = gang.topology
+    level = request.level if request is not None and request.required else None
+    ids = ledger.cluster.derived(f"placement.preempt.domains:{level}", lambda c: _domain_ids(c, level))
+    domains = int(ids.max()) + 1 if n else 0
+    room = np.ones(domains, dtype=bool)
+    allowed, need = [], 0
+    for pod_set, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True):
         pod = pod_set.request
+        eligible = state.nodes_of(state.eligible(pod, gang.cards))
+        fits_now = (ledger.free_milli[eligible] >= pod.milli) & (cpu[eligible] >= pod.cpu_milli)
+        where = eligible[hosts[eligible] | (fits_now & (memory[eligible] >= pod.memory_mib))]
+        allowed.append(where)
+        need += pod.milli * lower
         if lower and pod.cards and not pod.sharing:
-            whole = (sum(fit.whole_free(ledger, i)) + freed_whole.get(i, 0) for i in where)
-            if sum(w // pod.cards for w in whole) < lower:
-                return False
-    return True
+            room &= np.bincount(ids[where], whole[where] // pod.cards, minlength=domains) >= lower
+    union = np.unique(np.concatenate(allowed)) if allowed else np.empty(0, dtype=np.int64)
+    room &= np.bincount(ids[union], available[union], minlength=domains) >= need
+    if not union.size or not room.any():
+        return None
+    return [set(where.tolist()) for where in allowed]
+
+
+def _domain_ids(cluster, level: str | None) -> np.ndarray:
+    """Each node's domain number at ``level`` (a required level), or 0 for all when None."""
+    if level is None:
+        return np.zeros(len(cluster), dtype=np.int64)
+    key = _domain_key(cluster, level)
+    numbers: dict[tuple, int] = {}
+    return np.array([numbers.setdefault(key(i), len(numbers)) for i in range(len(cluster))], dtype=np.int64)
+
+
+def _domain_key(cluster, level: str) -> Callable[[int], tuple]:
+    """A node's domain at ``level``: the node itself for hostname and link group."""
+    if level in (topology.HOSTNAME, workload.LINK_GROUP):
+        return lambda i: (i,)
+    depth = cluster.topology.depth(level)
+    return lambda i: cluster.path(i)[: depth + 1]
 
 
 def _add_domains(model: cp_model.CpModel, cluster, gang: workload.Gang, nodes, x) -> None:
@@ -202,11 +216,8 @@ def _add_domains(model: cp_model.CpModel, cluster, gang: workload.Gang, nodes, x
     request = gang.topology
     if request is None or not request.required:
         return
-    if request.level in (topology.HOSTNAME, workload.LINK_GROUP):
-        key = {i: (i,) for i in nodes}
-    else:
-        depth = cluster.topology.depth(request.level)
-        key = {i: cluster.path(i)[: depth + 1] for i in nodes}
+    domain = _domain_key(cluster, request.level)
+    key = {i: domain(i) for i in nodes}
     z = {d: model.new_bool_var(f"z{n}") for n, d in enumerate(sorted(set(key.values())))}
     model.add_exactly_one(z.values())
     for r, xs in enumerate(x):
