@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 
 from archipelago import cycle, workload
@@ -268,6 +269,31 @@ def test_preemption_loses_the_least_work_and_evicts_whole_gangs_unless_elastic(s
     assert math.isclose(sum(e.lost_card_seconds for e in result.evictions), cheapest, abs_tol=1e-6)
     for e in result.evictions:
         assert e.whole or snapshot.running[e.gang].gang.elastic
+
+
+@pytest.mark.parametrize("topology", [None, "island-preferred"])
+def test_a_gang_that_prefers_one_island_pays_more_lost_work_to_get_one(topology):
+    """Islands a (n0, n1) and b (n2, n3), full of one-pod spot gangs: two young ones (80
+    card-seconds lost each), one per island, and two old ones (800 each). The cheapest room
+    for two 8-card pods spans both islands (160); the cheapest inside one island costs 880."""
+    ledger = make_ledger(make_cluster(*(make_node(name=f"n{i}", island="ab"[i // 2]) for i in range(4))))
+    ages = {"young-a": ("n0", 90), "old-a": ("n1", 0), "young-b": ("n2", 90), "old-b": ("n3", 0)}
+    running = [
+        make_running(ledger, make_gang(name=name, pods=1, preemptible=True), node, started_at=start)
+        for name, (node, start) in ages.items()
+    ]
+    urgent = make_gang(name="urgent", pods=2, priority=5, topology=topology)
+
+    result = run(make_snapshot(ledger, *running, now=NOW), [urgent])
+
+    evicted = {e.gang for e in result.evictions}
+    if topology is None:
+        assert evicted == {"young-a", "young-b"}
+    else:
+        assert evicted in ({"young-a", "old-a"}, {"young-b", "old-b"})
+        assert (
+            len({ledger.cluster.nodes[a.node].labels["archipelago.dev/island"] for a in result.placed["urgent"]}) == 1
+        )
 
 
 @st.composite

@@ -73,13 +73,16 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     evicted: set[str] = set()
     tried: set[str] = set()
     failed: set[tuple] = set()  # (shape, evictions so far) of searches that found nothing
-    if config.preemption and snapshot.running:
+    # Preemptible running gangs, lowest priority first: does a waiting gang have any candidate?
+    preemptible = sorted((r for r in snapshot.running.values() if r.gang.preemptible), key=lambda r: r.gang.priority)
+    if config.preemption and preemptible:
         longest = 0.01
         for gang in queue:
             left = config.budget_s * 0.85 - (time.perf_counter() - started)
             if gang.name in placed or left <= longest:
                 continue
-            if not preempt.candidates(snapshot.running, gang, evicted):
+            lowest = next((r for r in preemptible if r.gang.name not in evicted and r.pods), None)
+            if lowest is None or lowest.gang.priority >= gang.priority:
                 continue
             tried.add(gang.name)
             # Later gangs have no higher priority, so fewer candidates and no more room: one of

@@ -66,18 +66,49 @@ def search(
 ) -> Outcome | None:
     """Find and apply to ``state`` the cheapest evictions that let ``gang`` run whole.
 
-    Returns None (``state`` unchanged) when no candidate set makes room within ``seconds``.
+    A gang that requires one domain gets one. A gang that prefers one first looks for the
+    cheapest evictions inside one domain of its level, with half the time, and only then
+    across domains: fewer islands spanned come before fewer preemptions in the objective. A
+    gang without a topology request gets the cheapest evictions wherever they are. Returns
+    None (``state`` unchanged) when no candidate set makes room within ``seconds``.
     """
     started = time.perf_counter()
     ledger = state.ledger
     victims = candidates(snapshot.running, gang, spared)
     if not victims:
         return None
-    cluster = ledger.cluster
     holdings = {v.gang.name: [a for a in (ledger.get(pod) for pod in v.pods) if a is not None] for v in victims}
-    allowed = _allowed(state, gang, holdings)
-    if allowed is None:
+    room = _Room(state, gang, holdings)
+    request = gang.topology
+    if request is not None and request.required:
+        if not room.in_one(request.level):
+            return None  # not even every candidate together makes room in one domain
+        return _solve(state, snapshot, gang, victims, holdings, room.allowed, request.level, config, seconds)
+    if not room.in_one(None):
         return None  # not even every candidate together makes room
+    if request is not None and gang.size > 1 and room.in_one(request.level):
+        outcome = _solve(state, snapshot, gang, victims, holdings, room.allowed, request.level, config, seconds / 2)
+        if outcome is not None:
+            return outcome
+    left = seconds - (time.perf_counter() - started)
+    return _solve(state, snapshot, gang, victims, holdings, room.allowed, None, config, left)
+
+
+def _solve(
+    state: pools.State,
+    snapshot: plan.Snapshot,
+    gang: workload.Gang,
+    victims: list[plan.Running],
+    holdings: Mapping[str, list[ledger_.Allocation]],
+    allowed: list[set[int]],
+    level: str | None,
+    config: plan.Config,
+    seconds: float,
+) -> Outcome | None:
+    """The victim model over the ``allowed`` nodes (all in one domain of ``level``, unless None):
+    solve it within ``seconds`` and apply the result to ``state``, or return None."""
+    started = time.perf_counter()
+    ledger = state.ledger
     nodes = sorted(set().union(*allowed))
     node_set = set(nodes)
     model = cp_model.CpModel()
@@ -124,7 +155,8 @@ def search(
         model.add(sum(xs.values()) <= pod_set.count)
         x.append(xs)
     model.add(sum(v for xs in x for v in xs.values()) >= gang.min_member)  # type: ignore[operator]
-    _add_domains(model, cluster, gang, nodes, x)
+    if level is not None:
+        _add_one_domain(model, ledger.cluster, level, gang, nodes, x)
     for i in nodes:
         _add_node(model, state, gang, i, x, released.get(i, []))
     model.minimize(sum(cost_terms))
@@ -148,54 +180,57 @@ def search(
     return _apply(state, gang, evictions, counts, solver.status_name(status))
 
 
-def _allowed(
-    state: pools.State, gang: workload.Gang, holdings: Mapping[str, list[ledger_.Allocation]]
-) -> list[set[int]] | None:
-    """Per pod set, the nodes where evictions could let its pods run; None when, even with
-    every candidate evicted, no node set (no single domain, for a gang that requires one)
-    could hold the gang. A necessary condition, checked with numpy before any model is built.
+class _Room:
+    """Where evictions could let the gang run, and whether there is room enough, checked with
+    numpy before any model is built: a necessary condition.
 
-    A node is allowed if it is eligible and either holds a candidate's pods or fits one pod
-    of the set as it is: a node with neither takes none, so leaving it out loses no solution.
-    The room check counts the allowed nodes' free and freed milli-cards against the gang's,
-    and per pod set of whole cards its free and freed whole cards over the pod's cards (link
-    groups aside, an upper bound on the pods they take) against its lower bound.
+    ``allowed[r]``: the nodes of pod set ``r`` that are eligible and either hold a candidate's
+    pods or fit one pod of the set as they are; a node with neither takes none, so leaving it
+    out loses no solution. ``in_one(level)``: whether, with every candidate evicted, the
+    allowed nodes of some domain at ``level`` (all of them, for None) hold the gang's
+    milli-cards and, per pod set of whole cards, its lower bound of pods, each node counted
+    as its free and freed whole cards over the pod's cards (link groups aside, an upper bound
+    on the pods it takes).
     """
-    ledger = state.ledger
-    n = len(ledger.cluster)
-    at = [a.node for held in holdings.values() for a in held]
-    freed = np.bincount(at, [a.milli for held in holdings.values() for a in held], minlength=n)
-    whole_shares = [
-        sum(1 for sh in a.shares if sh.milli == devices.MILLI_PER_CARD) for held in holdings.values() for a in held
-    ]
-    whole = state.whole + np.bincount(at, whole_shares, minlength=n).astype(np.int64)
-    hosts = np.bincount(at, minlength=n) > 0
-    available = ledger.free_milli + freed
-    cpu, memory = np.asarray(ledger.cpu_free), np.asarray(ledger.memory_free)
-    request = gang.topology
-    level = request.level if request is not None and request.required else None
-    ids = ledger.cluster.derived(f"placement.preempt.domains:{level}", lambda c: _domain_ids(c, level))
-    domains = int(ids.max()) + 1 if n else 0
-    room = np.ones(domains, dtype=bool)
-    allowed, need = [], 0
-    for pod_set, lower in zip(gang.pod_sets, gang.lower_bounds(), strict=True):
-        pod = pod_set.request
-        eligible = state.nodes_of(state.eligible(pod, gang.cards))
-        fits_now = (ledger.free_milli[eligible] >= pod.milli) & (cpu[eligible] >= pod.cpu_milli)
-        where = eligible[hosts[eligible] | (fits_now & (memory[eligible] >= pod.memory_mib))]
-        allowed.append(where)
-        need += pod.milli * lower
-        if lower and pod.cards and not pod.sharing:
-            room &= np.bincount(ids[where], whole[where] // pod.cards, minlength=domains) >= lower
-    union = np.unique(np.concatenate(allowed)) if allowed else np.empty(0, dtype=np.int64)
-    room &= np.bincount(ids[union], available[union], minlength=domains) >= need
-    if not union.size or not room.any():
-        return None
-    return [set(where.tolist()) for where in allowed]
+
+    def __init__(self, state: pools.State, gang: workload.Gang, holdings: Mapping[str, list[ledger_.Allocation]]):
+        ledger = state.ledger
+        self.cluster, self.gang, n = ledger.cluster, gang, len(ledger.cluster)
+        at = [a.node for held in holdings.values() for a in held]
+        freed = np.bincount(at, [a.milli for held in holdings.values() for a in held], minlength=n)
+        whole_shares = [
+            sum(1 for sh in a.shares if sh.milli == devices.MILLI_PER_CARD) for held in holdings.values() for a in held
+        ]
+        self.whole = state.whole + np.bincount(at, whole_shares, minlength=n).astype(np.int64)
+        self.available = ledger.free_milli + freed
+        hosts = np.bincount(at, minlength=n) > 0
+        cpu, memory = np.asarray(ledger.cpu_free), np.asarray(ledger.memory_free)
+        self.nodes: list[np.ndarray] = []
+        for pod_set in gang.pod_sets:
+            pod = pod_set.request
+            eligible = state.nodes_of(state.eligible(pod, gang.cards))
+            fits_now = (ledger.free_milli[eligible] >= pod.milli) & (cpu[eligible] >= pod.cpu_milli)
+            self.nodes.append(eligible[hosts[eligible] | (fits_now & (memory[eligible] >= pod.memory_mib))])
+        self.allowed = [set(where.tolist()) for where in self.nodes]
+
+    def in_one(self, level: str | None) -> bool:
+        cluster, gang = self.cluster, self.gang
+        ids = cluster.derived(f"placement.preempt.domains:{level}", lambda c: _domain_ids(c, level))
+        domains = int(ids.max()) + 1 if len(ids) else 0
+        room = np.ones(domains, dtype=bool)
+        need = 0
+        for pod_set, lower, where in zip(gang.pod_sets, gang.lower_bounds(), self.nodes, strict=True):
+            pod = pod_set.request
+            need += pod.milli * lower
+            if lower and pod.cards and not pod.sharing:
+                room &= np.bincount(ids[where], self.whole[where] // pod.cards, minlength=domains) >= lower
+        union = np.unique(np.concatenate(self.nodes)) if self.nodes else np.empty(0, dtype=np.int64)
+        room &= np.bincount(ids[union], self.available[union], minlength=domains) >= need
+        return bool(union.size) and bool(room.any())
 
 
 def _domain_ids(cluster, level: str | None) -> np.ndarray:
-    """Each node's domain number at ``level`` (a required level), or 0 for all when None."""
+    """Each node's domain number at ``level``, or 0 for all when None."""
     if level is None:
         return np.zeros(len(cluster), dtype=np.int64)
     key = _domain_key(cluster, level)
@@ -211,12 +246,9 @@ def _domain_key(cluster, level: str) -> Callable[[int], tuple]:
     return lambda i: cluster.path(i)[: depth + 1]
 
 
-def _add_domains(model: cp_model.CpModel, cluster, gang: workload.Gang, nodes, x) -> None:
-    """A required topology: every pod in one domain of the level (one node for hostname/link group)."""
-    request = gang.topology
-    if request is None or not request.required:
-        return
-    domain = _domain_key(cluster, request.level)
+def _add_one_domain(model: cp_model.CpModel, cluster, level: str, gang: workload.Gang, nodes, x) -> None:
+    """Every pod of the gang in one domain of ``level`` (one node for hostname and link group)."""
+    domain = _domain_key(cluster, level)
     key = {i: domain(i) for i in nodes}
     z = {d: model.new_bool_var(f"z{n}") for n, d in enumerate(sorted(set(key.values())))}
     model.add_exactly_one(z.values())
