@@ -139,3 +139,14 @@ def test_a_launcher_that_could_run_anywhere_does_not_lend_other_models_cards_to_
     wait = _wait(ledger, gang, running=[busy])["g"]
     assert wait.code is Code.INSUFFICIENT_CAPACITY
     assert wait.message == "needs 24 x H800; 16 x H800 are free on matching nodes"
+
+
+def test_gangs_of_one_shape_each_wait_under_their_own_name_for_the_same_reason():
+    ledger = _two_islands()
+    busy = make_running(ledger, make_gang(name="busy", pods=3, cards=8), "a0", "a1", "b0")
+    twins = [make_gang(name=name, pods=2, cards=8, queued_at=t) for t, name in enumerate(("twin-1", "twin-2"))]
+    other = make_gang(name="other", pods=2, cards=8, priority=3)
+    waits = _wait(ledger, *twins, other, running=[busy])
+    assert {name: w.gang for name, w in waits.items()} == {"twin-1": "twin-1", "twin-2": "twin-2", "other": "other"}
+    assert waits["twin-1"].message == waits["twin-2"].message == waits["other"].message
+    assert "8 x H800 are free" in waits["twin-1"].message
