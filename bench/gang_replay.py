@@ -1,0 +1,107 @@
+"""Benchmark: the gang replay, Archipelago against greedy first-fit and a Volcano-like scheduler,
+with queueing delay broken down by priority class and gang size.
+
+    python bench/gang_replay.py [--nodes CSV] [--stride K] [--gangs N] [--seeds 1,2] [--period 1] [--out FILE]
+
+The cluster is the node list (default: the spot-GPU trace's ``node_info_df.csv`` under
+``../shared/traces``), every K-th node kept, with islands of 32 eight-card servers laid over
+it (``gangs.island_cluster``). Gangs are generated as ``archipelago simulate --workload gangs``
+does, at load 1.2. Each seed replays the same arrivals under the three schedulers, one after
+another in this process, so that the CP-SAT budget of Archipelago's cycles is not shared with
+a baseline running beside it. The overall figures are those of ``archipelago simulate --json``;
+the breakdown shows who waits: mean and p95 delay (s) per priority class (``high`` 1000,
+``normal`` 100, ``spot`` 0 and preemptible) and size (cards).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import pathlib
+import platform
+import sys
+import time
+
+import numpy as np
+
+from archipelago.placement import plan
+from archipelago.sim import gang_replay, gangs, traces
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NODES = ROOT.parent / "shared" / "traces" / "alibaba-spot-gpu-v2026" / "node_info_df.csv"
+CLASSES = {1000: "high", 100: "normal", 0: "spot"}
+SIZES = ((8, "1-8"), (16, "16"), (256, "32-256"), (None, "512+"))
+
+
+def size_class(cards: int) -> str:
+    return next(name for bound, name in SIZES if bound is None or cards <= bound)
+
+
+def one_seed(cluster, seed: int, count: int, period: float) -> list[str]:
+    arrivals = gangs.generate(seed, gangs=count, cluster=cluster, load=1.2)
+    offered = gangs.offered_load(arrivals, cluster)
+    rows = [
+        f"**Seed {seed}**: {count} gangs offering {offered:.2f}x the cards, a cycle every {period:g} s",
+        "",
+        "| scheduler | GPU alloc % | one island % (multi-node) | delay mean s | delay p95 s | preemptions | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    delays: dict[str, dict[tuple[str, str], list[float]]] = {}
+    for name in gang_replay.SCHEDULERS:
+        started = time.perf_counter()
+        r = gang_replay.replay(arrivals, cluster, name, config=plan.Config(seed=seed), period_s=period)
+        wall = time.perf_counter() - started
+        island = "-" if r.gangs_single_island_pct is None else f"{r.gangs_single_island_pct:.1f}"
+        rows.append(
+            f"| {name} | {r.gpu_alloc_pct:.1f} | {island} | {r.queue_delay_mean_s:,.0f} | "
+            f"{r.queue_delay_p95_s:,.0f} | {r.preemptions} | {wall:.0f} |"
+        )
+        by_class: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+        for a in arrivals:
+            key = (CLASSES.get(a.gang.priority, str(a.gang.priority)), size_class(a.gang.cards))
+            by_class[key].append(r.first_start.get(a.gang.name, r.end_s) - a.arrival)
+        delays[name] = by_class
+        print(rows[-1], file=sys.stderr, flush=True)
+    keys = sorted(delays["archipelago"], key=lambda k: (list(CLASSES.values()).index(k[0]), k[1]))
+    rows += [
+        "",
+        "| class | size | gangs | " + " | ".join(f"{n} mean / p95 s" for n in gang_replay.SCHEDULERS) + " |",
+        "|---|---|---|" + "---|" * len(gang_replay.SCHEDULERS),
+    ]
+    for key in keys:
+        cells = []
+        for name in gang_replay.SCHEDULERS:
+            d = np.array(delays[name][key])
+            cells.append(f"{d.mean():,.0f} / {np.percentile(d, 95):,.0f}")
+        rows.append(f"| {key[0]} | {key[1]} | {len(delays['archipelago'][key])} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=pathlib.Path, default=NODES)
+    parser.add_argument("--stride", type=int, default=1, help="keep every K-th node of the list")
+    parser.add_argument("--gangs", type=int, default=5000)
+    parser.add_argument("--seeds", default="1")
+    parser.add_argument("--period", type=float, default=1.0)
+    parser.add_argument("--out", type=pathlib.Path)
+    args = parser.parse_args()
+    if not args.nodes.exists():
+        sys.exit(f"{args.nodes} not found: give the spot-GPU node list with --nodes")
+    cluster = gangs.island_cluster(traces.read_nodes_csv(args.nodes)[:: args.stride])
+    command = " ".join(["python bench/gang_replay.py", *sys.argv[1:]])
+    lines = [
+        f"Command: `{command}` ({cluster.total_cards:,} cards on {len(cluster)} nodes; "
+        f"{platform.python_version()}, {platform.machine()})",
+        "",
+    ]
+    for seed in (int(s) for s in args.seeds.split(",")):
+        lines += [*one_seed(cluster, seed, args.gangs, args.period), ""]
+    text = "\n".join(lines)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
