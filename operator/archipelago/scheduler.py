@@ -296,6 +296,8 @@ class Scheduler:
             if eviction.whole:
                 draft.status["preemptions"] = w.status.preemptions + 1
                 draft.status["phase"] = common.Phase.PENDING.value
+                # In the same write as Pending: no longer scheduled, until a cycle says why it waits.
+                draft.condition(SCHEDULED, "False", Reason.PREEMPTED, message, stamp)
             preemptor.condition(
                 SCHEDULED,
                 "False",

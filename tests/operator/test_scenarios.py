@@ -110,7 +110,14 @@ def test_a_higher_priority_gang_preempts_a_lower_one_with_its_grace_period(clust
         )
     )
     assert status["preemptions"] == 1
-    waiting = eventually(lambda: cluster.condition("TrainingJob", "tune"))
+    scheduled = next(c for c in status["conditions"] if c["type"] == "Scheduled")
+    assert scheduled["status"] == "False", "Pending and no longer Scheduled, in the same write"
+    waiting = eventually(
+        lambda: (
+            cluster.condition("TrainingJob", "tune")["reason"] != "Preempted"
+            and cluster.condition("TrainingJob", "tune")
+        )
+    )
     assert waiting["status"] == "False", "the victim is requeued and says why it waits"
     assert no_card_shared(cluster.pods())
 
