@@ -214,12 +214,7 @@ class Gang:
         """Everything placement reads of the gang but its names and arrival: two gangs of one
         shape fit, fail and wait alike. Hashable."""
         sets = tuple(
-            (
-                (r.cpu_milli, r.memory_mib, r.cards, r.milli_per_card, r.device_memory_mib, r.models, r.resource),
-                (tuple(sorted(r.node_selector.items())), r.tolerations, s.count, lower),
-            )
-            for s, lower in zip(self.pod_sets, self.lower_bounds(), strict=True)
-            for r in (s.request,)
+            (s.request.fit_key, s.count, lower) for s, lower in zip(self.pod_sets, self.lower_bounds(), strict=True)
         )
         return (sets, self.min_member, self.priority, self.preemptible, self.topology)
 
