@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
+
 from archipelago.cluster import nodes as nodes_
 from archipelago.cluster import topology as topology_
 
@@ -73,6 +75,21 @@ class Cluster:
         for i, path in enumerate(self._paths):
             groups[path[: depth + 1]].append(i)
         return dict(groups)
+
+    def domain_ids(self, level: str) -> np.ndarray:
+        """Each node's domain number at ``level``, numbered in the order of ``domains(level)``.
+
+        Made once per level and kept (``derived``), for numpy aggregates per domain. Raises
+        ``ValueError`` for a level the topology does not know.
+        """
+
+        def build(cluster: Cluster) -> np.ndarray:
+            ids = np.empty(len(cluster), dtype=np.int64)
+            for d, members in enumerate(cluster.domains(level).values()):
+                ids[members] = d
+            return ids
+
+        return self.derived(f"domain_ids:{level}", build)
 
     @property
     def total_cards(self) -> int:

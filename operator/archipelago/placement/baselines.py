@@ -171,13 +171,9 @@ class _View:
         """Each node's domain number at ``level``, and the nodes of every domain."""
         if level not in self._domains:
             # A link group lies inside one node; a level the cluster does not know makes every node its own domain.
-            known = level in self.cluster.topology.levels
-            groups = self.cluster.domains(level if known else topology.HOSTNAME)
-            members = [np.asarray(nodes) for nodes in groups.values()]
-            ids = np.empty(len(self.cluster), dtype=np.int64)
-            for d, nodes in enumerate(members):
-                ids[nodes] = d
-            self._domains[level] = (ids, members)
+            known = level if level in self.cluster.topology.levels else topology.HOSTNAME
+            members = [np.asarray(nodes) for nodes in self.cluster.domains(known).values()]
+            self._domains[level] = (self.cluster.domain_ids(known), members)
         return self._domains[level]
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -221,7 +221,7 @@ class _Room:
 
     def in_one(self, level: str | None) -> bool:
         cluster, gang = self.cluster, self.gang
-        ids = cluster.derived(f"placement.preempt.domains:{level}", lambda c: _domain_ids(c, level))
+        ids = np.zeros(len(cluster), dtype=np.int64) if level is None else _domain_ids(cluster, level)
         domains = int(ids.max()) + 1 if len(ids) else 0
         room = np.ones(domains, dtype=bool)
         need = 0
@@ -235,33 +235,20 @@ class _Room:
         return bool(union.size) and bool(room.any())
 
 
-def _domain_ids(cluster, level: str | None) -> np.ndarray:
-    """Each node's domain number at ``level``, or 0 for all when None."""
-    if level is None:
-        return np.zeros(len(cluster), dtype=np.int64)
-    key = _domain_key(cluster, level)
-    numbers: dict[tuple, int] = {}
-    return np.array([numbers.setdefault(key(i), len(numbers)) for i in range(len(cluster))], dtype=np.int64)
-
-
-def _domain_key(cluster, level: str) -> Callable[[int], tuple]:
-    """A node's domain at ``level``: the node itself for hostname and link group."""
-    if level in (topology.HOSTNAME, workload.LINK_GROUP):
-        return lambda i: (i,)
-    depth = cluster.topology.depth(level)
-    return lambda i: cluster.path(i)[: depth + 1]
+def _domain_ids(cluster, level: str) -> np.ndarray:
+    """Each node's domain number at ``level``; a link group lies inside one node, so its node's."""
+    return cluster.domain_ids(topology.HOSTNAME if level == workload.LINK_GROUP else level)
 
 
 def _add_one_domain(model: cp_model.CpModel, cluster, level: str, gang: workload.Gang, nodes, x) -> None:
     """Every pod of the gang in one domain of ``level`` (one node for hostname and link group)."""
-    domain = _domain_key(cluster, level)
-    key = {i: domain(i) for i in nodes}
-    z = {d: model.new_bool_var(f"z{n}") for n, d in enumerate(sorted(set(key.values())))}
+    ids = _domain_ids(cluster, level)
+    z = {d: model.new_bool_var(f"z{d}") for d in sorted({int(ids[i]) for i in nodes})}
     model.add_exactly_one(z.values())
     for r, xs in enumerate(x):
         count = gang.pod_sets[r].count
         for i, v in xs.items():
-            model.add(v <= count * z[key[i]])
+            model.add(v <= count * z[int(ids[i])])
 
 
 def _add_node(model: cp_model.CpModel, state: pools.State, gang, i: int, x, released) -> None:
