@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from archipelago import cycle
 from archipelago.cluster import nodes
 from archipelago.placement import plan
@@ -11,8 +13,8 @@ from tests.gang_builders import make_gang, make_pod_set, make_running, make_snap
 Code = plan.ReasonCode
 
 
-def _wait(ledger, *pending, running=()) -> dict[str, plan.Wait]:
-    result = cycle.run(make_snapshot(ledger, *running), list(pending), plan.Config(budget_s=0.5))
+def _wait(ledger, *pending, running=(), now=0.0) -> dict[str, plan.Wait]:
+    result = cycle.run(make_snapshot(ledger, *running, now=now), list(pending), plan.Config(budget_s=0.5))
     return result.waiting
 
 
@@ -70,9 +72,28 @@ def test_when_evicting_every_victim_is_not_enough_preemption_is_insufficient():
     ledger = _two_islands()
     keep = make_running(ledger, make_gang(name="keep", pods=3, cards=8, priority=50), "a0", "a1", "b0")
     spot = make_running(ledger, make_gang(name="spot", pods=1, cards=4, preemptible=True), ("b1", [0, 1, 2, 3]))
-    wait = _wait(ledger, make_gang(pods=2, cards=8, priority=10), running=[keep, spot])["g"]
+    wait = _wait(ledger, make_gang(pods=2, cards=8, priority=10), running=[keep, spot], now=30.0)["g"]
     assert wait.code is Code.PREEMPTION_INSUFFICIENT
     assert "4 x H800 are free and the 4 held by lower-priority preemptible gangs were not enough" in wait.message
+
+
+def test_a_gang_that_could_preempt_waits_out_the_preemption_delay_first():
+    ledger = _two_islands()
+    keep = make_running(ledger, make_gang(name="keep", pods=3, cards=8, priority=50), "a0", "a1", "b0")
+    spot = make_running(ledger, make_gang(name="spot", pods=1, cards=8, preemptible=True), "b1")
+    gang = make_gang(pods=1, cards=8, priority=10)  # queued at 0; the default delay is 30 s
+    snapshot = make_snapshot(ledger, keep, spot, now=12.0)
+
+    early = cycle.run(snapshot, [gang], plan.Config(budget_s=0.5))
+    assert not early.evictions and early.retry_at == 30.0
+    wait = early.waiting["g"]
+    assert wait.code is Code.PREEMPTION_DELAYED
+    assert wait.message == (
+        "needs 8 x H800; 0 x H800 are free and 8 held by lower-priority preemptible gangs; "
+        "preemption is considered once it has waited 30 s"
+    )
+    later = cycle.run(dataclasses.replace(snapshot, now=30.0), [gang], plan.Config(budget_s=0.5))
+    assert [e.gang for e in later.evictions] == ["spot"] and "g" in later.placed and later.retry_at is None
 
 
 def test_free_cards_spread_over_islands_leave_a_required_island_gang_fragmented():

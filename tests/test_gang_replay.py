@@ -135,13 +135,26 @@ def test_an_evicted_gang_is_requeued_and_redoes_its_whole_duration(scheduler):
     urgent = arrive(make_gang(name="urgent", pods=1, cards=8, priority=1000), at=10, runs=50)
     after = arrive(make_gang(name="after", pods=1, cards=8), at=65, runs=10)
 
-    result = gang_replay.replay([spot, urgent, after], cluster, scheduler)
+    result = gang_replay.replay([spot, urgent, after], cluster, scheduler, config=plan.Config(preemption_delay_s=0))
 
     # spot restarts at 60 when urgent leaves and runs its full 100 s again, so after waits until 160
     assert result.first_start == {"spot": 0, "urgent": 10, "after": 160}
     assert result.preemptions == 1
     assert result.lost_card_seconds == 80  # 8 cards for 10 s
     assert result.end_s == 170
+
+
+def test_a_gang_preempts_once_its_delay_is_over_even_when_no_event_falls_then():
+    cluster = make_cluster(make_node(cards=8))
+    spot = arrive(make_gang(name="spot", pods=1, cards=8, preemptible=True), at=0, runs=100)
+    urgent = arrive(make_gang(name="urgent", pods=1, cards=8, priority=1000), at=10, runs=50)
+
+    result = gang_replay.replay([spot, urgent], cluster, "archipelago", config=plan.Config(preemption_delay_s=25))
+
+    # urgent may preempt at 35, when nothing else happens; spot then reruns 100 s from 85
+    assert result.first_start == {"spot": 0, "urgent": 35}
+    assert result.lost_card_seconds == 8 * 35
+    assert result.end_s == 185
 
 
 def test_an_elastic_gang_that_shrinks_keeps_running_until_its_planned_end():
@@ -358,3 +371,11 @@ def test_simulate_gangs_refuses_what_it_cannot_run(args, fragment):
 
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert fragment in result.output
+
+
+def test_a_negative_preemption_delay_is_refused_naming_the_option():
+    result = simulate("--workload", "gangs", "--gangs", "10", "--preemption-delay", "-1")
+
+    assert result.exit_code != 0 and "--preemption-delay" in result.output
+    with pytest.raises(ValueError, match="preemption_delay_s"):
+        plan.Config(preemption_delay_s=-1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 from archipelago import config, metrics, scheduler
 from archipelago.api import labels
@@ -186,3 +187,28 @@ def test_the_loop_stops_when_cancelled_even_as_a_wake_up_arrives(monkeypatch):
         return stuck
 
     assert asyncio.run(trials()) == []
+
+
+def test_a_plan_asking_for_a_retry_gets_a_cycle_then_not_at_the_resync():
+    """A gang held back by the preemption delay may preempt at ``retry_at``: the loop wakes for it."""
+    settings = config.Operator(resync_s=60.0, settle_s=0.0, metrics_port=None)
+    sched = scheduler.Scheduler(lambda: None, Recorder(), settings)
+    times: list[float] = []
+
+    async def cycle():
+        times.append(time.monotonic())
+        return plan.Plan(retry_at=sched.clock() + 0.1) if len(times) == 1 else plan.Plan()
+
+    sched.cycle = cycle
+
+    async def two_cycles() -> None:
+        ready = asyncio.Event()
+        ready.set()
+        task = asyncio.create_task(sched.run(ready))
+        async with asyncio.timeout(5):
+            while len(times) < 2:
+                await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(two_cycles())
+    assert 0.05 < times[1] - times[0] < 5

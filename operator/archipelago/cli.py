@@ -14,6 +14,7 @@ import rich.console
 import rich.progress
 
 from archipelago import cluster, policies
+from archipelago.placement import plan as plan_
 from archipelago.sim import (
     demo,
     experiment,
@@ -106,6 +107,13 @@ def _names(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[st
     help="Gang workload: run the scheduler every PERIOD simulated seconds (0: after every event).",
 )
 @click.option(
+    "--preemption-delay",
+    default=plan_.Config.preemption_delay_s,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Gang workload: seconds a gang waits before it may preempt (YuniKorn's preemption.delay).",
+)
+@click.option(
     "--tune", default=1.3, show_default=True, type=float, help="fgd protocol: demand as a multiple of capacity."
 )
 @click.option("--bound", is_flag=True, help="Also compute the LP upper bound at KPI(100) (fgd protocol).")
@@ -124,6 +132,7 @@ def simulate(
     gang_count: int,
     load: float,
     period: float,
+    preemption_delay: float,
     tune: float,
     bound: bool,
     as_json: bool,
@@ -151,7 +160,10 @@ def simulate(
     if workload_yaml == GANG_WORKLOAD or (workload_yaml and gangs.is_gang_yaml(workload_yaml)):
         if pods or bound or plot:
             raise click.UsageError("--pods, --bound and --plot are for the pod workload, not for gangs")
-        _simulate_gangs(nodes, cluster_yaml, workload_yaml, policy_names, seed, gang_count, load, period, as_json, jobs)
+        config = plan_.Config(seed=seed, preemption_delay_s=preemption_delay)
+        _simulate_gangs(
+            nodes, cluster_yaml, workload_yaml, policy_names, config, gang_count, load, period, as_json, jobs
+        )
         return
     try:
         scn = _scenario(nodes, pods, cluster_yaml, workload_yaml)
@@ -204,7 +216,7 @@ def _simulate_gangs(
     cluster_yaml: str | None,
     workload: str,
     names: tuple[str, ...],
-    seed: int,
+    config: plan_.Config,
     count: int,
     load: float,
     period: float,
@@ -224,8 +236,8 @@ def _simulate_gangs(
         else:
             built, where = demo.cluster(), "demo"
         if workload == GANG_WORKLOAD:
-            arrivals = gangs.generate(seed, gangs=count, cluster=built, load=load)
-            what = f"{count} generated gangs (seed {seed})"
+            arrivals = gangs.generate(config.seed, gangs=count, cluster=built, load=load)
+            what = f"{count} generated gangs (seed {config.seed})"
         else:
             arrivals, what = gangs.read_gangs_yaml(workload), pathlib.Path(workload).stem
         offered = gangs.offered_load(arrivals, built)
@@ -235,10 +247,12 @@ def _simulate_gangs(
         raise click.ClickException(str(err)) from None
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    results = gang_replay.compare(arrivals, built, names, seed=seed, jobs=jobs, period_s=period)
+    results = gang_replay.compare(arrivals, built, names, config=config, jobs=jobs, period_s=period)
     if as_json:
         click.echo(
-            gang_report.dumps(results, workload=what, cluster=where, seed=seed, offered_load=offered, period_s=period)
+            gang_report.dumps(
+                results, workload=what, cluster=where, seed=config.seed, offered_load=offered, period_s=period
+            )
         )
     else:
         every = f", a cycle every {period:g} s" if period else ""
@@ -278,6 +292,13 @@ def bench_cycle(cards: int, pending_pods: int, seed: int, budget: float, greedy_
 @click.option("--peering", help="kopf peering name: replicas stand by and only the highest --priority schedules.")
 @click.option("--priority", default=0, show_default=True, type=int, help="This replica's peering priority.")
 @click.option("--no-preemption", is_flag=True, help="Never preempt running gangs.")
+@click.option(
+    "--preemption-delay",
+    default=plan_.Config.preemption_delay_s,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a gang waits before it may preempt.",
+)
 @click.option("--verbose", is_flag=True)
 def run(
     budget: float,
@@ -286,13 +307,13 @@ def run(
     peering: str | None,
     priority: int,
     no_preemption: bool,
+    preemption_delay: float,
     verbose: bool,
 ) -> None:
     """Run the operator against the cluster of the current kubeconfig (or in-cluster)."""
     from archipelago import config, runner
-    from archipelago.placement import plan
 
-    cycle = plan.Config(budget_s=budget, preemption=not no_preemption)
+    cycle = plan_.Config(budget_s=budget, preemption=not no_preemption, preemption_delay_s=preemption_delay)
     settings = config.Operator(cycle=cycle, resync_s=resync, metrics_port=metrics_port or None)
     import kubernetes.config
 

@@ -7,7 +7,8 @@ in the snapshot) and never mutates the snapshot. Steps:
 2. place greedily on a private copy of the ledger: the hint and the fallback;
 3. improve with CP-SAT in the time left, unless the greedy plan is already best possible,
    and keep whichever plan scores better (``objective.Score``);
-4. for gangs still waiting, in queue order, search the cheapest preemption while time lasts;
+4. for gangs still waiting, in queue order, search the cheapest preemption while time lasts,
+   once a gang has waited ``config.preemption_delay_s``;
 5. explain every gang that still waits.
 """
 
@@ -72,6 +73,7 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     evictions: list[plan.Eviction] = []
     evicted: set[str] = set()
     tried: set[str] = set()
+    delayed: set[str] = set()  # may preempt, but has not waited config.preemption_delay_s yet
     failed: set[tuple] = set()  # (shape, evictions so far) of searches that found nothing
     # Preemptible running gangs, lowest priority first: does a waiting gang have any candidate?
     preemptible = sorted((r for r in snapshot.running.values() if r.gang.preemptible), key=lambda r: r.gang.priority)
@@ -83,6 +85,9 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
                 continue
             lowest = next((r for r in preemptible if r.gang.name not in evicted and r.pods), None)
             if lowest is None or lowest.gang.priority >= gang.priority:
+                continue
+            if snapshot.now - gang.queued_at < config.preemption_delay_s:
+                delayed.add(gang.name)
                 continue
             tried.add(gang.name)
             # Later gangs have no higher priority, so fewer candidates and no more room: one of
@@ -105,12 +110,20 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     reasons: dict[tuple, plan.Wait] = {}  # gangs of one shape wait for one reason
     for g in queue:  # base is still the state before this cycle's plan
         if g.name not in placed:
-            key = (g.shape(), g.name in tried)
+            key = (g.shape(), g.name in tried, g.name in delayed)
             if key not in reasons:
-                reasons[key] = explain.reason(base, state, snapshot, g, preemption_tried=g.name in tried)
+                reasons[key] = explain.reason(
+                    base,
+                    state,
+                    snapshot,
+                    g,
+                    preemption_tried=g.name in tried,
+                    preemption_delay_s=config.preemption_delay_s if g.name in delayed else None,
+                )
             waiting[g.name] = dataclasses.replace(reasons[key], gang=g.name)
     stats.seconds = time.perf_counter() - started
-    return plan.Plan(dict(placed), evictions, waiting, stats)
+    retry_at = min((by_name[g].queued_at + config.preemption_delay_s for g in delayed), default=None)
+    return plan.Plan(dict(placed), evictions, waiting, stats, retry_at)
 
 
 def _best_possible(queue: Sequence[workload.Gang], placed: dict, score: objective.Score) -> bool:

@@ -108,8 +108,11 @@ class Scheduler:
         await ready.wait()
         while True:
             self._wake.clear()
+            pause = self.settings.resync_s
             try:
-                await self.cycle()
+                applied = await self.cycle()
+                if applied is not None and applied.retry_at is not None:  # a gang may preempt then
+                    pause = min(pause, max(0.0, applied.retry_at - self.clock()))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -117,7 +120,7 @@ class Scheduler:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
             # arrives as the wake-up does (cpython gh-86296), and the daemon would never stop.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.resync_s):
+                async with asyncio.timeout(pause):
                     await self._wake.wait()
             await asyncio.sleep(self.settings.settle_s)
 

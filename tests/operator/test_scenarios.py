@@ -98,6 +98,9 @@ def test_a_higher_priority_gang_preempts_a_lower_one_with_its_grace_period(clust
 
     cluster.create(make_job("train", workers=2, priority_class="high"))
 
+    delayed = eventually(lambda: cluster.condition("TrainingJob", "train"))
+    assert delayed["reason"] == "PreemptionDelayed" and "once it has waited 3 s" in delayed["message"]
+    assert len(cluster.pods("tune")) == 2, "nobody is evicted before the preemption delay is over"
     eventually(lambda: len(cluster.pods("train")) == 2)
     deletions = [d for d in emulator.deletions if d.name.startswith("tune-")]
     assert {d.name for d in deletions} == {"tune-worker-0", "tune-worker-1"}

@@ -39,8 +39,11 @@ def reason(
     gang: workload.Gang,
     *,
     preemption_tried: bool,
+    preemption_delay_s: float | None = None,
 ) -> plan.Wait:
     """Why ``gang`` waits, given the state ``before`` this cycle's plan and ``after`` it.
+
+    ``preemption_delay_s``: set when the gang could preempt but has not waited that long yet.
 
     ``before`` is used for a tentative placement and is left as it was.
     """
@@ -73,6 +76,14 @@ def reason(
     victims = {pod for r in preempt.candidates(snapshot.running, gang, ()) for pod in r.pods}
     held = _held(after.ledger, victims)
     now = int(free[need.nodes].sum())
+    if preemption_delay_s is not None and held[need.nodes].any():
+        return _wait(
+            gang,
+            Code.PREEMPTION_DELAYED,
+            f"needs {need.what}; {now}{need.unit} are free and {int(held[need.nodes].sum())} held by "
+            f"lower-priority preemptible gangs; preemption is considered once it has waited "
+            f"{preemption_delay_s:g} s",
+        )
     if now < need.cards:
         if held.any() and preemption_tried:
             total = int(held[need.nodes].sum())

@@ -6,6 +6,8 @@ then, if the queue is not empty, the scheduler runs once on a snapshot of the le
 running gangs. With a scheduling period it runs only at multiples of the period instead, on
 everything that happened since, as a real scheduler does (Volcano's schedule period is 1 s;
 Archipelago's operator settles 0.2 s after an event before it runs a cycle).
+The scheduler also runs at a plan's ``retry_at`` (a gang held back by the preemption delay
+may preempt then), event or not, as the operator does.
 
 The scheduler's evictions are applied to the ledger before its placements, and every
 placement goes through ``Ledger.allocate``, which raises on over-commit: that is a scheduler
@@ -151,6 +153,7 @@ def replay(
     cycle_ms: list[float] = []
     now = first
     tick: float | None = None  # the next cycle's time, with a period
+    retries: set[float] = set()  # times the scheduler asked to run again at (Plan.retry_at)
     while events and (horizon_s is None or events[0][0] <= horizon_s):
         now = events[0][0]
         area += state.ledger.allocated_milli * (min(now, last) - clock)
@@ -176,6 +179,9 @@ def replay(
                 raise RuntimeError(f"scheduler {name} changed the snapshot's ledger at t={now}")
             for gang, duration, epoch in state.apply(result, now):
                 heapq.heappush(events, (now + duration, _DEPART, next(order), gang, epoch))
+            if result.retry_at is not None and result.retry_at > now and result.retry_at not in retries:
+                retries.add(result.retry_at)  # a gang may preempt then: a cycle even without an event
+                heapq.heappush(events, (result.retry_at, _TICK, next(order), "", 0))
         if now == last:
             alloc_at_last = state.ledger.allocated_milli
     span = last - first
@@ -283,18 +289,18 @@ def compare(
     cluster: cluster_.Cluster,
     names: Sequence[str],
     *,
-    seed: int = 0,
+    config: plan.Config | None = None,
     jobs: int | None = None,
     period_s: float = 0.0,
 ) -> dict[str, Result]:
     """``replay`` under each scheduler of ``names``, in up to ``jobs`` processes (default: one per core).
 
-    Every cycle gets ``plan.Config(seed=seed)``; ``period_s`` as in ``replay``. Raises
-    ``ValueError`` before any run for an unknown or unavailable scheduler.
+    Every cycle gets ``config`` (default ``plan.Config()``); ``period_s`` as in ``replay``.
+    Raises ``ValueError`` before any run for an unknown or unavailable scheduler.
     """
     for name in names:
         scheduler(name)
-    config = plan.Config(seed=seed)
+    config = config or plan.Config()
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(names)))
     if jobs == 1:
         return {name: replay(arrivals, cluster, name, config=config, period_s=period_s) for name in names}
