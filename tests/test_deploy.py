@@ -31,31 +31,24 @@ from kopf._cogs.structs import references as kopf_references
 
 from archipelago import actuation, api, cli, handlers, manifests, metrics, queueing, runner
 from archipelago.api import labels, resources
-from tests.support import schemas
+from tests.support import objects as support_objects
 from tests.workload_builders import make_job, make_service
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = ROOT / "Dockerfile"
 MANIFESTS = sorted(path for path in DEPLOY.glob("*.yaml") if path.name != "kustomization.yaml")
-KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
-"""The oldest Kubernetes the CRDs support (CEL rules GA), and the newest kubernetes-validate knows."""
-CUSTOM_KINDS = {"ClusterKopfPeering": "clusterkopfpeerings"}
-"""Kinds Kubernetes' own schema does not know: checked against their CRD in ``crds/``."""
+KUBERNETES_VERSIONS = support_objects.KUBERNETES_VERSIONS
 MAX_USER_PRIORITY = 1_000_000_000
 """Values above are reserved for system-cluster-critical and system-node-critical."""
 
-Grant = tuple[str, str, str, str | None]
-"""(API group, resource, verb, resource name or None for any)."""
+Grant = support_objects.Grant
+granted = support_objects.grants
+objects = support_objects.deploy
 
 
 def load(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
-
-
-def objects() -> dict[tuple[str, str], dict[str, Any]]:
-    """Every object in ``deploy/``, keyed by (kind, name)."""
-    return {(doc["kind"], doc["metadata"]["name"]): doc for path in MANIFESTS for doc in load(path)}
+    return support_objects.documents(path.read_text(encoding="utf-8"))
 
 
 def deployment() -> dict[str, Any]:
@@ -81,10 +74,7 @@ def run_options() -> dict[str, Any]:
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda path: path.name)
 def test_kubernetes_own_schema_accepts_every_manifest(path, version):
     for document in load(path):
-        if document["kind"] in CUSTOM_KINDS:
-            assert schemas.validate(CUSTOM_KINDS[document["kind"]], document) == []
-        else:
-            kubernetes_validate.validate(document, version, strict=True)
+        support_objects.validate(document, version)
 
 
 def test_kubernetes_own_schema_rejects_a_misspelled_security_field():
@@ -195,17 +185,6 @@ def owner_finalizers() -> set[Grant]:
 def needed() -> set[Grant]:
     calls = {(*call, None) for calls in ACTUATION_CALLS.values() for call in calls}
     return calls | watched_by_kopf() | kopf_itself(run_options()["peering"]) | owner_finalizers()
-
-
-def granted(role: dict[str, Any]) -> set[Grant]:
-    return {
-        (group, resource, verb, name)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-        for name in rule.get("resourceNames") or [None]
-    }
 
 
 def missing(role: dict[str, Any]) -> set[Grant]:
