@@ -125,6 +125,7 @@ def preemption(seeds: int) -> list[str]:
                 urgent.pod_sets,
                 priority=1000,
                 topology=workload.TopologyRequest(topology.ISLAND, workload.TopologyMode.REQUIRED),
+                queued_at=-synthetic.WAITED_S,  # waited past the preemption delay
             )
             started = time.perf_counter()
             result = cycle.run(snapshot, [urgent], plan.Config(seed=seed))

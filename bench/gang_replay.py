@@ -1,7 +1,8 @@
 """Benchmark: the gang replay, Archipelago against greedy first-fit and a Volcano-like scheduler,
 with queueing delay broken down by priority class and gang size.
 
-    python bench/gang_replay.py [--nodes CSV] [--stride K] [--gangs N] [--seeds 1,2] [--period 1] [--out FILE]
+    python bench/gang_replay.py [--nodes CSV] [--stride K] [--gangs N] [--seeds 1,2] [--period 1]
+        [--preemption-delay 30] [--out FILE]
 
 The cluster is the node list (default: the spot-GPU trace's ``node_info_df.csv`` under
 ``../shared/traces``), every K-th node kept, with islands of 32 eight-card servers laid over
@@ -37,11 +38,12 @@ def size_class(cards: int) -> str:
     return next(name for bound, name in SIZES if bound is None or cards <= bound)
 
 
-def one_seed(cluster, seed: int, count: int, period: float) -> list[str]:
+def one_seed(cluster, seed: int, count: int, period: float, delay: float) -> list[str]:
     arrivals = gangs.generate(seed, gangs=count, cluster=cluster, load=1.2)
     offered = gangs.offered_load(arrivals, cluster)
     rows = [
-        f"**Seed {seed}**: {count} gangs offering {offered:.2f}x the cards, a cycle every {period:g} s",
+        f"**Seed {seed}**: {count} gangs offering {offered:.2f}x the cards, a cycle every {period:g} s, "
+        f"preemption delay {delay:g} s",
         "",
         "| scheduler | GPU alloc % | one island % (multi-node) | delay mean s | delay p95 s | preemptions | wall s |",
         "|---|---|---|---|---|---|---|",
@@ -49,7 +51,9 @@ def one_seed(cluster, seed: int, count: int, period: float) -> list[str]:
     delays: dict[str, dict[tuple[str, str], list[float]]] = {}
     for name in gang_replay.SCHEDULERS:
         started = time.perf_counter()
-        r = gang_replay.replay(arrivals, cluster, name, config=plan.Config(seed=seed), period_s=period)
+        r = gang_replay.replay(
+            arrivals, cluster, name, config=plan.Config(seed=seed, preemption_delay_s=delay), period_s=period
+        )
         wall = time.perf_counter() - started
         island = "-" if r.gangs_single_island_pct is None else f"{r.gangs_single_island_pct:.1f}"
         rows.append(
@@ -84,6 +88,7 @@ def main() -> None:
     parser.add_argument("--gangs", type=int, default=5000)
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--period", type=float, default=1.0)
+    parser.add_argument("--preemption-delay", type=float, default=plan.Config.preemption_delay_s)
     parser.add_argument("--out", type=pathlib.Path)
     args = parser.parse_args()
     if not args.nodes.exists():
@@ -96,7 +101,7 @@ def main() -> None:
         "",
     ]
     for seed in (int(s) for s in args.seeds.split(",")):
-        lines += [*one_seed(cluster, seed, args.gangs, args.period), ""]
+        lines += [*one_seed(cluster, seed, args.gangs, args.period, args.preemption_delay), ""]
     text = "\n".join(lines)
     if args.out:
         args.out.write_text(text + "\n")

@@ -129,15 +129,23 @@ def _first_fit(book: ledger.Ledger, g: workload.Gang, members: list[int]) -> tup
     return tuple(done)
 
 
+WAITED_S = 3600.0
+"""How long before the snapshot's time (0) the pending gangs were queued: past any preemption
+delay, so that a benchmark cycle runs its victim search as a contended cluster's cycle does."""
+
+
 def pending_batch(cluster: cluster_.Cluster, pods: int, rng: random.Random) -> list[workload.Gang]:
-    """Pending gangs totalling about ``pods`` pods, models drawn in proportion to the cluster."""
+    """Pending gangs totalling about ``pods`` pods, models drawn in proportion to the cluster.
+
+    They were queued one second apart from ``WAITED_S`` seconds before the snapshot's time.
+    """
     models = [n.model for n in cluster.nodes if n.model]
     batch: list[workload.Gang] = []
     total = 0
     while total < pods:
         cards, priority, preemptible = _shape(rng)
         g = gang(f"job-{len(batch)}", cards, rng.choice(models), rng, priority=priority, preemptible=preemptible)
-        g = dataclasses.replace(g, queued_at=float(len(batch)))
+        g = dataclasses.replace(g, queued_at=float(len(batch)) - WAITED_S)
         batch.append(g)
         total += g.size
     return batch
