@@ -15,18 +15,16 @@ import jsonschema
 import kubernetes_validate
 import pydantic
 import pytest
-import yaml
 from kopf._cogs.structs import references as kopf_references
 
 from archipelago import api
 from archipelago.api import common, crd, resources
-from tests.support import schemas
+from tests.support import objects, schemas
 
 CRDS = Path(__file__).resolve().parents[1] / "crds"
 EXAMPLES = sorted((CRDS / "examples").glob("*.yaml"))
 BY_KIND = {kind.kind: kind for kind in resources.KINDS}
-KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
-"""The oldest Kubernetes with CEL rules GA, and the newest kubernetes-validate knows."""
+KUBERNETES_VERSIONS = objects.KUBERNETES_VERSIONS
 TAKEN_SHORT_NAMES = {
     # KServe, then core and apps/batch/networking/policy/... resources.
     *("isvc", "inferenceservice", "inferenceservices"),
@@ -36,7 +34,7 @@ TAKEN_SHORT_NAMES = {
 
 
 def load(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    return objects.documents(path.read_text(encoding="utf-8"))
 
 
 def openapi(kind: resources.Kind) -> dict[str, Any]:

@@ -36,6 +36,18 @@ GANG_WORKLOAD = "gangs"
 GANG_SCHEDULERS = ("archipelago", "greedy", "volcano-like")
 GANGS_DEFAULT = 150
 GANG_LOAD_DEFAULT = 1.2
+
+
+def _preemption_delay(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--preemption-delay",
+        default=plan_.Config.preemption_delay_s,
+        show_default=True,
+        type=click.FloatRange(min=0),
+        help=f"{what} a gang waits before it may preempt (as YuniKorn's preemption.delay).",
+    )
+
+
 """Defaults of the generated gang workload: a run of a few seconds on the demo cluster."""
 
 
@@ -106,13 +118,7 @@ def _names(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[st
     type=click.FloatRange(min=0),
     help="Gang workload: run the scheduler every PERIOD simulated seconds (0: after every event).",
 )
-@click.option(
-    "--preemption-delay",
-    default=plan_.Config.preemption_delay_s,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Gang workload: seconds a gang waits before it may preempt (YuniKorn's preemption.delay).",
-)
+@_preemption_delay("Gang workload: seconds")
 @click.option(
     "--tune", default=1.3, show_default=True, type=float, help="fgd protocol: demand as a multiple of capacity."
 )
@@ -292,13 +298,7 @@ def bench_cycle(cards: int, pending_pods: int, seed: int, budget: float, greedy_
 @click.option("--peering", help="kopf peering name: replicas stand by and only the highest --priority schedules.")
 @click.option("--priority", default=0, show_default=True, type=int, help="This replica's peering priority.")
 @click.option("--no-preemption", is_flag=True, help="Never preempt running gangs.")
-@click.option(
-    "--preemption-delay",
-    default=plan_.Config.preemption_delay_s,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Seconds a gang waits before it may preempt.",
-)
+@_preemption_delay("Seconds")
 @click.option("--verbose", is_flag=True)
 def run(
     budget: float,
