@@ -262,16 +262,10 @@ class _TopologySpec(specs._Spec):
     mode: Literal["required", "preferred"] = "preferred"
 
 
-class _PodSetSpec(specs._Spec):
+class _PodSetSpec(specs._RequestSpec):
     role: str = pydantic.Field(min_length=1)
     count: specs._Count = 1
     min_count: specs._Whole | None = None
-    cards: specs._Whole = 0
-    milli_per_card: Annotated[int, _Strict, pydantic.Field(ge=1)] | None = None
-    device_memory_mib: specs._Whole = pydantic.Field(0, alias="deviceMemoryMiB")
-    cpu_milli: specs._Whole = 0
-    memory_mib: specs._Whole = pydantic.Field(0, alias="memoryMiB")
-    models: list[str] = []
 
 
 class _GangSpec(specs._Spec):
@@ -340,16 +334,7 @@ def read_gangs_yaml(path: str | os.PathLike) -> list[GangArrival]:
                 )
             roles[s.role] = j
             try:
-                request = workload.PodRequest(
-                    name=s.role,
-                    cpu_milli=s.cpu_milli,
-                    memory_mib=s.memory_mib,
-                    cards=s.cards,
-                    milli_per_card=s.milli_per_card or 0,
-                    device_memory_mib=s.device_memory_mib,
-                    models=frozenset(s.models),
-                )
-                pod_sets.append(workload.PodSet(s.role, s.count, request, s.min_count))
+                pod_sets.append(workload.PodSet(s.role, s.count, s.request(s.role), s.min_count))
             except ValueError as exc:
                 raise specs._domain_error(file, root, where, _PodSetSpec, exc) from None  # type: ignore[arg-type]
         request_topology = None if g.topology is None else workload.TopologyRequest(g.topology.level, g.topology.mode)

@@ -74,15 +74,36 @@ class _ClusterSpec(_Spec):
     node_groups: list[_NodeGroupSpec] = pydantic.Field(min_length=1)
 
 
-class _PodGroupSpec(_Spec):
-    name: str = pydantic.Field(min_length=1)
-    count: _Count = 1
+class _RequestSpec(_Spec):
+    """What one pod asks for, shared by the pod workload's groups and the gang workload's pod sets."""
+
     cpu_milli: _Whole = 0
     memory_mib: _Whole = pydantic.Field(0, alias="memoryMiB")
     cards: _Whole = 0
     milli_per_card: Annotated[int, pydantic.Strict(), pydantic.Field(ge=1)] | None = None
     device_memory_mib: _Whole = pydantic.Field(0, alias="deviceMemoryMiB")
     models: list[str] = []
+
+    def request(self, name: str, **more: Any) -> workload.PodRequest:
+        """The pod request these fields make, named ``name``; ``more`` sets further PodRequest fields.
+
+        Raises ``ValueError`` for a request the workload model refuses.
+        """
+        return workload.PodRequest(
+            name=name,
+            cpu_milli=self.cpu_milli,
+            memory_mib=self.memory_mib,
+            cards=self.cards,
+            milli_per_card=self.milli_per_card or 0,
+            device_memory_mib=self.device_memory_mib,
+            models=frozenset(self.models),
+            **more,
+        )
+
+
+class _PodGroupSpec(_RequestSpec):
+    name: str = pydantic.Field(min_length=1)
+    count: _Count = 1
     resource: str | None = None
     priority: Annotated[int, pydantic.Strict()] = 0
     node_selector: dict[str, str] = {}
@@ -193,14 +214,8 @@ def read_workload_yaml(path: str | os.PathLike) -> list[scenario.TracePod]:
                 raise _error_at(file, root, (*item, "name"), message)
             made_by[pod_name] = i
             try:
-                request = workload.PodRequest(
-                    name=pod_name,
-                    cpu_milli=group.cpu_milli,
-                    memory_mib=group.memory_mib,
-                    cards=group.cards,
-                    milli_per_card=group.milli_per_card or 0,
-                    device_memory_mib=group.device_memory_mib,
-                    models=frozenset(group.models),
+                request = group.request(
+                    pod_name,
                     resource=group.resource,
                     node_selector=group.node_selector,
                     tolerations=tolerations,
