@@ -36,9 +36,11 @@ GANG_WORKLOAD = "gangs"
 GANG_SCHEDULERS = ("archipelago", "greedy", "volcano-like")
 GANGS_DEFAULT = 150
 GANG_LOAD_DEFAULT = 1.2
+"""Defaults of the generated gang workload: a run of a few seconds on the demo cluster."""
 
 
 def _preemption_delay(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--preemption-delay`` option (seconds, default ``plan.Config``'s), its help starting with ``what``."""
     return click.option(
         "--preemption-delay",
         default=plan_.Config.preemption_delay_s,
@@ -46,9 +48,6 @@ def _preemption_delay(what: str) -> Callable[[Callable[..., Any]], Callable[...,
         type=click.FloatRange(min=0),
         help=f"{what} a gang waits before it may preempt (as YuniKorn's preemption.delay).",
     )
-
-
-"""Defaults of the generated gang workload: a run of a few seconds on the demo cluster."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

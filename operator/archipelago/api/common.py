@@ -74,13 +74,17 @@ class Topology(Model):
     )
 
 
+_ONE_CARD_FRACTION = "a fractional request (milli below 1000) takes exactly one card: set count: 1"
+"""The rule's message, the same from the API server's CEL check and from the operator's parse."""
+
+
 class CardRequest(Model):
     """Accelerator cards for one pod: whole cards, or a fraction of one card."""
 
     model_config = pydantic.ConfigDict(
         json_schema_extra=cel(
             "self.milli == 1000 || self.count == 1",
-            "a fractional request (milli below 1000) takes exactly one card: set count: 1",
+            _ONE_CARD_FRACTION,
         )
     )
 
@@ -102,7 +106,7 @@ class CardRequest(Model):
     @pydantic.model_validator(mode="after")
     def _fraction_takes_one_card(self) -> CardRequest:
         if self.milli < 1000 and self.count != 1:
-            raise ValueError("a fractional request (milli below 1000) takes exactly one card: set count: 1")
+            raise ValueError(_ONE_CARD_FRACTION)
         return self
 
 

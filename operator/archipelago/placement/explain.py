@@ -76,17 +76,17 @@ def reason(
     victims = {pod for r in preempt.candidates(snapshot.running, gang, ()) for pod in r.pods}
     held = _held(after.ledger, victims)
     now = int(free[need.nodes].sum())
-    if preemption_delay_s is not None and held[need.nodes].any():
+    total = int(held[need.nodes].sum())  # held by victims on matching nodes
+    if preemption_delay_s is not None and total:
         return _wait(
             gang,
             Code.PREEMPTION_DELAYED,
-            f"needs {need.what}; {now}{need.unit} are free and {int(held[need.nodes].sum())} held by "
+            f"needs {need.what}; {now}{need.unit} are free and {total} held by "
             f"lower-priority preemptible gangs; preemption is considered once it has waited "
             f"{preemption_delay_s:g} s",
         )
     if now < need.cards:
         if held.any() and preemption_tried:
-            total = int(held[need.nodes].sum())
             return _wait(
                 gang,
                 Code.PREEMPTION_INSUFFICIENT,
