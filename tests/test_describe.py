@@ -48,6 +48,12 @@ def test_a_running_job_shows_where_it_runs_and_no_hint():
     assert "runs 2 pods with 16 cards on 2 nodes (b-0, b-1) in b" in text and "hint" not in text
 
 
+def test_a_restarted_job_shows_its_restarts_and_the_nodes_it_avoids():
+    status = {"phase": "Pending", "restarts": 2, "avoidNodes": ["b-0", "b-3"]}
+    text = describe.render({"kind": "TrainingJob", "metadata": {"name": "llm"}, "status": status})
+    assert "restarts: 2" in text and "avoids nodes (from its last restart): b-0, b-3" in text
+
+
 def test_every_scheduler_reason_has_a_hint():
     from archipelago.placement import plan
 

@@ -44,7 +44,7 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     weights = objective.tier_weights(queue)
 
     # 2. The greedy plan: hint and fallback.
-    base = pools.State(snapshot.ledger.copy())  # the pool sums, computed once and copied
+    base = pools.State(snapshot.ledger.copy(), pools.avoid_of(queue))  # the pool sums, computed once and copied
     hint_state = base.copy()
     placed = greedy.run(hint_state, queue)
     state = hint_state

@@ -56,6 +56,8 @@ def render(obj: Mapping[str, Any], events: Sequence[Mapping[str, Any]] = ()) -> 
     for key, label in (("restarts", "restarts"), ("preemptions", "preemptions")):
         if status.get(key):
             lines.append(f"  {label}: {status[key]}")
+    if status.get("avoidNodes"):
+        lines.append(f"  avoids nodes (from its last restart): {', '.join(status['avoidNodes'])}")
     for c in status.get("conditions") or ():
         lines.append(f"  {c.get('type')}={c.get('status')} {c.get('reason')}: {c.get('message', '')}")
         hint = HINTS.get(c.get("reason", "")) if c.get("status") != "True" or c.get("type") == "Failed" else None

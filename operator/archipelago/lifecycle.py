@@ -86,7 +86,8 @@ class Verdict:
     """What to do with a workload now.
 
     ``delete`` lists pod names to remove; ``restart`` counts a restart toward
-    ``backoffLimit``; ``phase`` and ``condition`` go to the status (``condition`` is
+    ``backoffLimit`` and ``avoid`` names the nodes its next placement avoids (those of the
+    failed pods and the lost nodes, sorted); ``phase`` and ``condition`` go to the status (``condition`` is
     ``(type, status, reason, message)``); ``missing`` lists the inference replica indices to
     place.
     """
@@ -95,6 +96,7 @@ class Verdict:
     phase: common.Phase
     delete: tuple[str, ...] = ()
     restart: bool = False
+    avoid: tuple[str, ...] = ()
     condition: tuple[str, str, str, str] | None = None
     missing: tuple[int, ...] = ()
 
@@ -154,6 +156,7 @@ def training(
             common.Phase.PENDING,
             delete=_names(present),
             restart=True,
+            avoid=tuple(sorted({p.node for p in [*failed, *lost] if p.node})),
             condition=(Type.SCHEDULED, "False", reason, message),
         )
     alive = [p for p in pods if p.live or p.phase == "Succeeded"]

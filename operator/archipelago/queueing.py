@@ -122,12 +122,19 @@ def read(kind: resources.Kind, body: Mapping[str, Any]) -> Workload:
 
 
 def training_gang(job: Workload, catalogue: Catalogue, *, queued_at: float) -> workload.Gang:
-    """The gang of a TrainingJob; raises ``SpecError``."""
+    """The gang of a TrainingJob; raises ``SpecError``.
+
+    Its pods avoid ``status.avoidNodes``: after a restart, the node of the failed pod or the
+    lost node.
+    """
     spec: resources.TrainingJobSpec = job.spec
     common_ = _common(spec, catalogue)
     pod_sets = []
+    avoid = frozenset(job.status.avoid_nodes)  # where the last restart's pods failed or were lost
     for k, rs in enumerate(spec.replica_sets):
         request = _request(rs.template, rs.cards, f"spec.replicaSets[{k}]", spec, catalogue, common_)
+        if avoid:
+            request = dataclasses.replace(request, avoid_nodes=avoid)
         pod_sets.append(workload.PodSet(rs.name, rs.replicas, request, min_count=rs.min_replicas))
     try:
         return workload.Gang(

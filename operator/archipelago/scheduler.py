@@ -240,6 +240,7 @@ class Scheduler:
         draft.status["observedGeneration"] = w.generation
         if verdict.restart:
             draft.status["restarts"] = w.status.restarts + 1
+            draft.status["avoidNodes"] = list(verdict.avoid[: common.AVOID_NODES_MAX])
             metrics.GANG_RESTARTS.inc()
         if verdict.condition:
             type_, status, reason, message = verdict.condition

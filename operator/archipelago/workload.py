@@ -25,6 +25,9 @@ class PodRequest:
     asks for one card with less than 1000 milli. ``models`` lists the card models allowed (empty: any). ``resource``
     names the vendor resource (``nvidia.com/gpu``, ``huawei.com/Ascend910``); ``None`` accepts
     any. ``gang`` and ``role`` name the gang and pod set the pod belongs to, if any.
+    ``avoid_nodes`` names nodes the pod must not run on: a restarted gang avoids the node
+    where its pod failed or that was lost (an anti-affinity to node names, like a
+    ``NotIn`` node affinity on ``kubernetes.io/hostname``).
 
     Raises ``ValueError`` naming the field for negative values, a share outside 1..1000, or a
     share without cards.
@@ -40,6 +43,7 @@ class PodRequest:
     resource: str | None = None
     node_selector: Mapping[str, str] = dataclasses.field(default_factory=dict)
     tolerations: tuple[nodes.Toleration, ...] = ()
+    avoid_nodes: frozenset[str] = frozenset()
     priority: int = 0
     gang: str | None = None
     role: str | None = None
@@ -49,6 +53,9 @@ class PodRequest:
             raise ValueError(f"models must be a list of model names, got the string {self.models!r}")
         object.__setattr__(self, "node_selector", types.MappingProxyType(dict(self.node_selector)))
         object.__setattr__(self, "models", frozenset(self.models))
+        if isinstance(self.avoid_nodes, str):
+            raise ValueError(f"avoid_nodes must be a list of node names, got the string {self.avoid_nodes!r}")
+        object.__setattr__(self, "avoid_nodes", frozenset(self.avoid_nodes))
         for field in ("cpu_milli", "memory_mib", "cards", "milli_per_card", "device_memory_mib"):
             value = getattr(self, field)
             if value < 0:
@@ -86,6 +93,7 @@ class PodRequest:
             self.resource,
             tuple(sorted(self.node_selector.items())),
             self.tolerations,
+            self.avoid_nodes,
         )
 
 

@@ -163,17 +163,21 @@ def test_a_lost_node_restarts_the_gang_elsewhere(cluster, kubelet, eventually):
     assert any(e.reason == "NodeLost" for e in cluster.events("llm"))
 
 
-def test_a_failed_pod_restarts_the_whole_gang_until_the_backoff_limit(cluster, kubelet, eventually):
+def test_a_failed_pod_restarts_the_whole_gang_away_from_its_node_until_the_backoff_limit(cluster, kubelet, eventually):
     cluster.pool()
-    cluster.node("a-0", island="a")
-    cluster.node("a-1", island="a")
+    for name in ("a-0", "a-1", "a-2"):
+        cluster.node(name, island="a")
     cluster.start()
     cluster.create(make_job("flaky", workers=2, backoff_limit=1))
     for restarts in (0, 1):
         pods = eventually(lambda: len(cluster.pods("flaky")) == 2 and cluster.pods("flaky"))
         kubelet.set_phase(pods[0], "Failed", reason="Error")
         if restarts == 0:
+            bad = pods[0].spec.node_name
             eventually(lambda: cluster.status("TrainingJob", "flaky").get("restarts") == 1)
+            assert cluster.status("TrainingJob", "flaky")["avoidNodes"] == [bad]
+            again = eventually(lambda: len(cluster.pods("flaky")) == 2 and cluster.pods("flaky"))
+            assert bad not in {p.spec.node_name for p in again}, "the restart is placed away from the bad node"
     status = eventually(
         lambda: (
             cluster.status("TrainingJob", "flaky").get("phase") == "Failed" and cluster.status("TrainingJob", "flaky")

@@ -23,6 +23,8 @@ QUALIFIED_NAME = (
 """A label key or an extended resource name (``archipelago.dev/island``, ``nvidia.com/gpu``)."""
 
 LINK_GROUP = "archipelago.dev/link-group"
+AVOID_NODES_MAX = 16
+"""Most node names ``status.avoidNodes`` holds; a gang spread wider than this keeps the first ones."""
 
 
 class Model(pydantic.BaseModel):
@@ -199,6 +201,12 @@ class WorkloadStatus(Model):
         json_schema_extra={"format": "date-time"},
     )
     restarts: int = Field(0, ge=0, description="restarts: whole-gang restarts after a failed pod or a lost node.")
+    avoid_nodes: list[str] = Field(
+        default_factory=list,
+        max_length=AVOID_NODES_MAX,
+        description="avoidNodes: nodes the next placement of a TrainingJob avoids, set at a restart: "
+        "where the failed pod ran, or the lost node.",
+    )
     preemptions: int = Field(0, ge=0, description="preemptions: times the workload was preempted and requeued.")
     queued_time: str | None = Field(
         None,

@@ -50,6 +50,10 @@ class Cluster:
         """Position of the node called ``name``; raises ``KeyError`` for unknown names."""
         return self._index[name]
 
+    def names(self) -> frozenset[str]:
+        """The node names."""
+        return frozenset(self._index)
+
     def path(self, i: int) -> topology_.DomainId:
         """Node ``i``'s domain at every level, coarse to fine, ending with the node name."""
         return self._paths[i]

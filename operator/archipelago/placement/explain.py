@@ -10,7 +10,7 @@ count whole cards of the models the gang may use, on nodes it may use.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -130,16 +130,26 @@ def _static(state: pools.State, gang: workload.Gang) -> plan.Wait | None:
         matching = [p.node for p in state.pools if scoring.eligible(p.node, pod)]
         models = ", ".join(sorted(pod.models)) or "any model"
         if not matching:
+            avoided = ""
+            if pod.avoid_nodes:
+                avoided = f", and is not one of {_listed(pod.avoid_nodes)} avoided after a restart"
             return _wait(
                 gang,
                 Code.NO_MATCHING_NODES,
-                f"pod set {pod_set.role}: no node has cards of {models} that matches its node selector "
-                "and tolerates the node's taints",
+                f"pod set {pod_set.role}: no node has cards of {models} that matches its node selector, "
+                f"tolerates the node's taints{avoided}",
             )
         errors = [fit.shape_error(n, pod, gang.cards) for n in matching]
         if all(errors):
             return _wait(gang, Code.INVALID_SHAPE, f"pod set {pod_set.role}: on {matching[0].model}, {errors[0]}")
     return None
+
+
+def _listed(names: Iterable[str], most: int = 3) -> str:
+    """Up to ``most`` names, sorted, and how many more."""
+    names = sorted(names)
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def _need(state: pools.State, gang: workload.Gang) -> _Need:

@@ -2,9 +2,11 @@
 
 Nodes in the same island (the finest topology label level) with the same static facts
 (model, resource, pool, taints and non-topology labels) are interchangeable to a gang, so
-they form one *pool*. A pool keeps, for every power-of-two slot size ``s``, the number of
-``s``-card pods its nodes could still take (``fit.slots``), plus its free cpu, memory and
-milli-cards. ``State`` keeps these sums current as a working ledger changes.
+they form one *pool*. A node that some pending pod avoids by name (``PodRequest.avoid_nodes``)
+is not interchangeable with the others and forms a pool of its own. A pool keeps, for every
+power-of-two slot size ``s``, the number of ``s``-card pods its nodes could still take
+(``fit.slots``), plus its free cpu, memory and milli-cards. ``State`` keeps these sums
+current as a working ledger changes.
 
 Following ``../shared/notes/cpsat-gang-model.md``, the solver then decides counts of pods per
 (gang, pool) rather than a pod-to-node assignment: at 10,000 cards about 40 pools instead of
@@ -48,6 +50,11 @@ class Pool:
         return self.path[: depth + 1]
 
 
+def avoid_of(gangs: Iterable[workload.Gang]) -> frozenset[str]:
+    """The node names any pod of ``gangs`` avoids: the ``isolate`` argument of ``State``."""
+    return frozenset().union(*(s.request.avoid_nodes for g in gangs for s in g.pod_sets))
+
+
 def slot_sizes(max_cards: int) -> tuple[int, ...]:
     """Powers of two up to ``max_cards``: the slot sizes the aggregate capacity tracks."""
     sizes, s = [], 1
@@ -62,18 +69,19 @@ def slot_demand(cards: int, size: int) -> int:
     return -(-cards // size) if cards >= size else 0
 
 
-def _signature(node: nodes_.Node, levels: Sequence[str]) -> tuple:
+def _signature(node: nodes_.Node, levels: Sequence[str], isolate: frozenset[str]) -> tuple:
     labels = tuple(sorted((k, v) for k, v in node.labels.items() if k not in levels and k != topology.HOSTNAME))
     resource = node.devices[0].resource if node.devices else None
-    return (node.model, resource, node.card_count, node.pool, node.taints, node.links, labels)
+    alone = node.name if node.name in isolate else None
+    return (node.model, resource, node.card_count, node.pool, node.taints, node.links, labels, alone)
 
 
 class _Layout:
-    """Which nodes of a cluster form which pool: fixed for the cluster, so made once per cluster
-    (``Cluster.derived``). It also remembers each node's slots for the free cards they were
-    counted from, since most nodes are unchanged from one cycle to the next."""
+    """Which nodes of a cluster form which pool: fixed for the cluster and the isolated nodes,
+    so made once per pair (``Cluster.derived``). It also remembers each node's slots for the
+    free cards they were counted from, since most nodes are unchanged from one cycle to the next."""
 
-    def __init__(self, cluster: cluster_.Cluster) -> None:
+    def __init__(self, cluster: cluster_.Cluster, isolate: frozenset[str] = frozenset()) -> None:
         levels = cluster.topology.levels
         self.sizes = slot_sizes(max((n.card_count for n in cluster.nodes), default=1))
         self.pools: list[Pool] = []  # with no slots counted: templates
@@ -87,7 +95,7 @@ class _Layout:
             if private:
                 # Unlabelled nodes are interchangeable for capacity; one pool keeps the model small.
                 path = tuple("<unlabelled>" if v.startswith("<") else v for v in path)
-            key = (path, _signature(node, levels))
+            key = (path, _signature(node, levels, isolate))
             k = keys.get(key)
             if k is None:
                 k = keys[key] = len(self.pools)
@@ -118,12 +126,16 @@ class State:
     """A working ledger and the pool sums kept in step with it.
 
     ``allocate`` and ``release`` go through the ledger (which refuses any over-commit) and
-    update the affected node's slots and its pool's totals.
+    update the affected node's slots and its pool's totals. ``isolate`` names the nodes that
+    pending pods avoid (``avoid_of``): each becomes a pool of its own, so that a pool's
+    representative node answers static checks for all its nodes.
     """
 
-    def __init__(self, ledger: ledger_.Ledger) -> None:
+    def __init__(self, ledger: ledger_.Ledger, isolate: frozenset[str] = frozenset()) -> None:
         self.ledger = ledger
-        self._layout = layout = ledger.cluster.derived("placement.pools", _Layout)
+        isolate = isolate & ledger.cluster.names() if isolate else isolate
+        key = "placement.pools" + "".join(f":{n}" for n in sorted(isolate))
+        self._layout = layout = ledger.cluster.derived(key, lambda c: _Layout(c, isolate))
         self.sizes = layout.sizes
         self.pools = [dataclasses.replace(p, slots=[0] * len(self.sizes)) for p in layout.pools]
         self.pool_of = layout.pool_of

@@ -119,7 +119,9 @@ class _Table:
 
 
 def eligible(node: nodes.Node, pod: workload.PodRequest) -> bool:
-    """Static fit: card model and resource, node selector and taints."""
+    """Static fit: card model and resource, node selector, avoided nodes and taints."""
+    if pod.avoid_nodes and node.name in pod.avoid_nodes:
+        return False
     if pod.cards:
         if not node.devices:
             return False
