@@ -2,7 +2,7 @@
 with queueing delay broken down by priority class and gang size.
 
     python bench/gang_replay.py [--nodes CSV] [--stride K] [--gangs N] [--seeds 1,2] [--period 1]
-        [--preemption-delay 30] [--out FILE]
+        [--preemption-delay 30] [--no-preemption] [--out FILE]
 
 The cluster is the node list (default: the spot-GPU trace's ``node_info_df.csv`` under
 ``../shared/traces``), every K-th node kept, with islands of 32 eight-card servers laid over
@@ -38,12 +38,12 @@ def size_class(cards: int) -> str:
     return next(name for bound, name in SIZES if bound is None or cards <= bound)
 
 
-def one_seed(cluster, seed: int, count: int, period: float, delay: float) -> list[str]:
+def one_seed(cluster, seed: int, count: int, period: float, delay: float, preemption: bool = True) -> list[str]:
     arrivals = gangs.generate(seed, gangs=count, cluster=cluster, load=1.2)
     offered = gangs.offered_load(arrivals, cluster)
+    preempting = f"preemption delay {delay:g} s" if preemption else "Archipelago's preemption off"
     rows = [
-        f"**Seed {seed}**: {count} gangs offering {offered:.2f}x the cards, a cycle every {period:g} s, "
-        f"preemption delay {delay:g} s",
+        f"**Seed {seed}**: {count} gangs offering {offered:.2f}x the cards, a cycle every {period:g} s, {preempting}",
         "",
         "| scheduler | GPU alloc % | one island % (multi-node) | delay mean s | delay p95 s | preemptions | wall s |",
         "|---|---|---|---|---|---|---|",
@@ -52,7 +52,11 @@ def one_seed(cluster, seed: int, count: int, period: float, delay: float) -> lis
     for name in gang_replay.SCHEDULERS:
         started = time.perf_counter()
         r = gang_replay.replay(
-            arrivals, cluster, name, config=plan.Config(seed=seed, preemption_delay_s=delay), period_s=period
+            arrivals,
+            cluster,
+            name,
+            config=plan.Config(seed=seed, preemption_delay_s=delay, preemption=preemption),
+            period_s=period,
         )
         wall = time.perf_counter() - started
         island = "-" if r.gangs_single_island_pct is None else f"{r.gangs_single_island_pct:.1f}"
@@ -89,6 +93,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--period", type=float, default=1.0)
     parser.add_argument("--preemption-delay", type=float, default=plan.Config.preemption_delay_s)
+    parser.add_argument(
+        "--no-preemption", action="store_true", help="Archipelago never preempts (to see what preemption costs)"
+    )
     parser.add_argument("--out", type=pathlib.Path)
     args = parser.parse_args()
     if not args.nodes.exists():
@@ -101,7 +108,7 @@ def main() -> None:
         "",
     ]
     for seed in (int(s) for s in args.seeds.split(",")):
-        lines += [*one_seed(cluster, seed, args.gangs, args.period, args.preemption_delay), ""]
+        lines += [*one_seed(cluster, seed, args.gangs, args.period, args.preemption_delay, not args.no_preemption), ""]
     text = "\n".join(lines)
     if args.out:
         args.out.write_text(text + "\n")
