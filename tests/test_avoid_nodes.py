@@ -53,6 +53,10 @@ def test_an_avoided_node_forms_a_pool_of_its_own():
     gang = avoiding(make_gang(pods=2), "n1")
     assert pools.avoid_of([gang, make_gang(name="other")]) == {"n1"}
     assert [split.pools[k].nodes for k in split.gang_pools(gang)] == [[0, 2]]
+    again = pools.State(ledger.copy(), frozenset({"n1"}))
+    assert again._layout is split._layout, "the same avoid set reuses its layout"
+    pools.State(ledger.copy(), frozenset({"n2"}))
+    assert ledger.cluster.derived("placement.pools.isolated", dict).keys() == {frozenset({"n2"})}, "only the latest"
 
 
 @pytest.mark.parametrize("avoid", ["n0", "n2"])

@@ -134,8 +134,17 @@ class State:
     def __init__(self, ledger: ledger_.Ledger, isolate: frozenset[str] = frozenset()) -> None:
         self.ledger = ledger
         isolate = isolate & ledger.cluster.names() if isolate else isolate
-        key = "placement.pools" + "".join(f":{n}" for n in sorted(isolate))
-        self._layout = layout = ledger.cluster.derived(key, lambda c: _Layout(c, isolate))
+        if isolate:
+            # Only the latest isolated layout is kept: avoid sets change with every restart,
+            # and the operator keeps one cluster for as long as its nodes do not change.
+            latest: dict[frozenset[str], _Layout] = ledger.cluster.derived("placement.pools.isolated", lambda c: {})
+            layout = latest.get(isolate)
+            if layout is None:
+                latest.clear()
+                layout = latest[isolate] = _Layout(ledger.cluster, isolate)
+        else:
+            layout = ledger.cluster.derived("placement.pools", _Layout)
+        self._layout = layout
         self.sizes = layout.sizes
         self.pools = [dataclasses.replace(p, slots=[0] * len(self.sizes)) for p in layout.pools]
         self.pool_of = layout.pool_of
