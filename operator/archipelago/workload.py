@@ -49,13 +49,12 @@ class PodRequest:
     role: str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.models, str):
-            raise ValueError(f"models must be a list of model names, got the string {self.models!r}")
+        for field, what in (("models", "model names"), ("avoid_nodes", "node names")):
+            value = getattr(self, field)
+            if isinstance(value, str):
+                raise ValueError(f"{field} must be a list of {what}, got the string {value!r}")
+            object.__setattr__(self, field, frozenset(value))
         object.__setattr__(self, "node_selector", types.MappingProxyType(dict(self.node_selector)))
-        object.__setattr__(self, "models", frozenset(self.models))
-        if isinstance(self.avoid_nodes, str):
-            raise ValueError(f"avoid_nodes must be a list of node names, got the string {self.avoid_nodes!r}")
-        object.__setattr__(self, "avoid_nodes", frozenset(self.avoid_nodes))
         for field in ("cpu_milli", "memory_mib", "cards", "milli_per_card", "device_memory_mib"):
             value = getattr(self, field)
             if value < 0:

@@ -129,7 +129,7 @@ def validate(plural: str, body: dict[str, Any]) -> list[str]:
     name = metadata.get("name") if isinstance(metadata, dict) else None
     if isinstance(name, str) and not (len(name) <= 253 and _DNS_SUBDOMAIN.match(name)):
         errors.append(f"metadata.name: {name!r} is not a DNS subdomain (lowercase, digits, '-' and '.')")
-    obj = _defaulted(_without_nulls(copy.deepcopy(body), root), root)
+    obj = _pruned_and_defaulted(copy.deepcopy(body), root)
     # Sorted by path, indices before names at one depth, so the order never depends on jsonschema's.
     structural = sorted(
         _structural_errors(validator, obj), key=lambda e: ([(isinstance(p, str), p) for p in e[0]], e[1])
@@ -139,29 +139,20 @@ def validate(plural: str, body: dict[str, Any]) -> list[str]:
     return errors
 
 
-def _without_nulls(value: Any, node: dict[str, Any]) -> Any:
+def _pruned_and_defaulted(value: Any, node: dict[str, Any]) -> Any:
+    """The API server's order: a null in a field that is not nullable is pruned, then a missing
+    field with a schema default gets it ("Defaulting and Nullable", Kubernetes CRD docs)."""
     if isinstance(value, dict) and "properties" in node:
         for name, sub in node["properties"].items():
             if name in value and value[name] is None and not sub.get("nullable"):
                 del value[name]
-            elif name in value:
-                _without_nulls(value[name], sub)
-    elif isinstance(value, list) and "items" in node:
-        for item in value:
-            _without_nulls(item, node["items"])
-    return value
-
-
-def _defaulted(value: Any, node: dict[str, Any]) -> Any:
-    if isinstance(value, dict) and "properties" in node:
-        for name, sub in node["properties"].items():
             if name not in value and "default" in sub:
                 value[name] = copy.deepcopy(sub["default"])
             if name in value:
-                _defaulted(value[name], sub)
+                _pruned_and_defaulted(value[name], sub)
     elif isinstance(value, list) and "items" in node:
         for item in value:
-            _defaulted(item, node["items"])
+            _pruned_and_defaulted(item, node["items"])
     return value
 
 
