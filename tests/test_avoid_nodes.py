@@ -12,14 +12,15 @@ import dataclasses
 
 import pytest
 
-from archipelago import cycle, workload
+from archipelago import cycle, queueing, workload
+from archipelago.api import resources
 from archipelago.placement import baselines, greedy, model, objective, plan, pools, validate
 from archipelago.queueing import training_gang
 from tests.builders import make_cluster, make_ledger, make_node, make_nodes, occupy
 from tests.gang_builders import make_allocations, make_gang, make_snapshot
 from tests.test_lifecycle import job, verdict, workers
 from tests.test_queueing import CATALOGUE
-from tests.workload_builders import make_view
+from tests.workload_builders import make_service, make_view
 
 
 def avoiding(gang: workload.Gang, *names: str) -> workload.Gang:
@@ -124,3 +125,16 @@ def test_the_jobs_gang_avoids_the_nodes_its_status_names():
     gang = training_gang(job(status={"restarts": 1, "avoidNodes": ["n3"]}), CATALOGUE, queued_at=0.0)
     assert all(s.request.avoid_nodes == {"n3"} for s in gang.pod_sets)
     assert all(not s.request.avoid_nodes for s in training_gang(job(), CATALOGUE, queued_at=0.0).pod_sets)
+
+
+def test_only_a_training_job_has_nodes_to_avoid():
+    job_status = resources.TRAINING_JOB.status.model_validate({"restarts": 1, "avoidNodes": ["n3"]})
+    assert job_status.avoid_nodes == ["n3"]
+    service_schema = resources.INFERENCE_SERVICE.status.model_json_schema(by_alias=True)
+    assert "avoidNodes" not in service_schema["properties"] and "restarts" in service_schema["properties"]
+    # An InferenceService never restarts as a gang: a status naming nodes to avoid is not its own.
+    service = make_service()
+    service["status"] = {"restarts": 2, "avoidNodes": ["n3"]}
+    assert queueing.read(resources.INFERENCE_SERVICE, service).status.restarts == 0
+    service["status"] = {"restarts": 2}
+    assert queueing.read(resources.INFERENCE_SERVICE, service).status.restarts == 2

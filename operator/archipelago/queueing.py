@@ -105,9 +105,9 @@ def read(kind: resources.Kind, body: Mapping[str, Any]) -> Workload:
             _path("spec", first["loc"]), _sentence(first["msg"]), reasons_.Reason.INVALID_SPEC, permanent=True
         ) from None
     try:
-        status = common.WorkloadStatus.model_validate(body.get("status") or {}, strict=False)
+        status = kind.status.model_validate(body.get("status") or {}, strict=False)
     except pydantic.ValidationError:
-        status = common.WorkloadStatus()
+        status = kind.status()
     return Workload(
         kind=kind,
         namespace=meta.get("namespace") or "default",
@@ -130,7 +130,8 @@ def training_gang(job: Workload, catalogue: Catalogue, *, queued_at: float) -> w
     spec: resources.TrainingJobSpec = job.spec
     common_ = _common(spec, catalogue)
     pod_sets = []
-    avoid = frozenset(job.status.avoid_nodes)  # where the last restart's pods failed or were lost
+    status: common.TrainingJobStatus = job.status  # type: ignore[assignment]  # read() parses a TrainingJob's
+    avoid = frozenset(status.avoid_nodes)  # where the last restart's pods failed or were lost
     for k, rs in enumerate(spec.replica_sets):
         request = _request(rs.template, rs.cards, f"spec.replicaSets[{k}]", spec, catalogue, common_)
         if avoid:

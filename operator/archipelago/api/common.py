@@ -201,17 +201,22 @@ class WorkloadStatus(Model):
         json_schema_extra={"format": "date-time"},
     )
     restarts: int = Field(0, ge=0, description="restarts: whole-gang restarts after a failed pod or a lost node.")
-    avoid_nodes: list[str] = Field(
-        default_factory=list,
-        max_length=AVOID_NODES_MAX,
-        description="avoidNodes: nodes the next placement of a TrainingJob avoids, set at a restart: "
-        "where the failed pod ran, or the lost node.",
-    )
     preemptions: int = Field(0, ge=0, description="preemptions: times the workload was preempted and requeued.")
     queued_time: str | None = Field(
         None,
         description="queuedTime: when the workload last entered the queue (RFC 3339); orders equal priorities.",
         json_schema_extra={"format": "date-time"},
+    )
+
+
+class TrainingJobStatus(WorkloadStatus):
+    """Status of a TrainingJob: a workload's, and the nodes its next placement avoids."""
+
+    avoid_nodes: list[str] = Field(
+        default_factory=list,
+        max_length=AVOID_NODES_MAX,
+        description="avoidNodes: nodes the next placement avoids, set at a restart: where the failed pod ran, "
+        "or the lost node.",
     )
 
 

@@ -252,7 +252,7 @@ TRAINING_JOB = Kind(
     short_names=("tj",),
     namespaced=True,
     spec=TrainingJobSpec,
-    status=common.WorkloadStatus,
+    status=common.TrainingJobStatus,
     columns=(*_WORKLOAD_COLUMNS, {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"}, _AGE),
 )
 INFERENCE_SERVICE = Kind(
