@@ -4,10 +4,13 @@ Clusters have 2-6 nodes of 4 or 8 H800 or Ascend 910B cards in 1-3 islands, part
 running gangs (some preemptible). Queues hold 1-4 gangs of 1-4 pods: whole cards (1, 2, 4, 8)
 or shares, mixed priorities, required or preferred island and host topology, some elastic.
 The validator covers over-commit, partial gangs, link rules and topology, so the properties
-here are: valid, snapshot untouched, and the solver never worse than its greedy hint.
+here are: valid, snapshot untouched, the solver never worse than its greedy hint, and no
+waiting gang that fits what the plan leaves free.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import hypothesis.strategies as st
 import pytest
@@ -15,7 +18,7 @@ from hypothesis import HealthCheck, given, note, settings
 
 from archipelago import cycle, workload
 from archipelago.cluster import ledger as ledger_
-from archipelago.placement import baselines, fit, plan, validate
+from archipelago.placement import baselines, fit, greedy, plan, pools, validate
 from archipelago.policies import scoring
 from tests.builders import make_cluster, make_ledger, make_node
 from tests.gang_builders import describe, make_gang, make_pod_set, make_running, make_snapshot
@@ -127,3 +130,41 @@ def test_the_solver_never_places_less_than_its_greedy_hint(scene):
     result = cycle.run(snapshot, pending, CONFIG)
     if result.stats.used == "solver":
         assert result.stats.solver_objective >= result.stats.greedy_objective
+
+
+@EXAMPLES
+@given(scene=scenes())
+def test_no_gang_left_waiting_fits_what_the_plan_leaves_free(scene):
+    """Work conservation: the cycle never idles capacity a waiting gang could use now."""
+    snapshot, pending = scene
+    note(describe(snapshot))
+    result = cycle.run(snapshot, pending, dataclasses.replace(CONFIG, preemption=False))
+    after = snapshot.ledger.copy()
+    for allocations in result.placed.values():
+        for allocation in allocations:
+            after.allocate(allocation)
+    queue = greedy.order(pending)
+    state = pools.State(after, pools.avoid_of(queue))
+    fitting = [g.name for g in queue if g.name not in result.placed and greedy.place(state, g) is not None]
+    assert fitting == [], f"left waiting although they fit ({result.stats.used} plan)"
+
+
+def test_room_the_solvers_plan_leaves_goes_to_a_gang_still_waiting():
+    """The case hypothesis found: the model left ``host`` (two 1-card heads on one node, its
+    worker optional) out, though the solver's plan leaves three cards free on n1."""
+    cluster = make_cluster(*(make_node(name=f"n{i}", cards=4, island=f"i{i % 2}") for i in range(3)))
+    ledger = make_ledger(cluster)
+    running = [
+        make_running(ledger, make_gang(name=f"r{k}", pods=1, cards=1), where)
+        for k, where in enumerate(("n0", "n0", "n1"))
+    ]
+    elastic = make_gang(name="elastic", pods=3, cards=2, min_member=1)
+    host = make_gang(
+        name="host",
+        pod_sets=[make_pod_set(role="head", count=2, cards=1), make_pod_set(role="worker", count=1, cards=4)],
+        min_member=2,
+        topology="host-required",
+    )
+    result = cycle.run(make_snapshot(ledger, *running, now=100.0), [elastic, host], CONFIG)
+    assert result.stats.used == "solver"  # greedy runs ``elastic`` on one pod in the tightest island
+    assert len(result.placed["elastic"]) == 3 and len(result.placed["host"]) == 2

@@ -68,6 +68,13 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
             stats.solver_objective = score.value
             if score.key() > best.key():
                 placed, state, best, stats.used = decoded, solver_state, score, "solver"
+                # The aggregate model can leave room a waiting gang fits (it counts pools, not
+                # cards): offer what is left to the rest, in queue order, so no fitting gang idles.
+                topped = greedy.run(state, [g for g in queue if g.name not in placed])
+                if topped:
+                    placed.update(topped)
+                    best = objective.score(snapshot.ledger, by_name, placed, weights)
+                    stats.solver_objective = best.value
 
     # 4. Preemption for what still waits, highest priority first.
     evictions: list[plan.Eviction] = []
@@ -127,5 +134,7 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
 
 
 def _best_possible(queue: Sequence[workload.Gang], placed: dict, score: objective.Score) -> bool:
-    """Everything placed, no preferred gang spread and no server broken: nothing left to gain."""
-    return len(placed) == len(queue) and score.extra_domains == 0 and score.broken_nodes == 0
+    """Every gang placed with all its pods (an elastic one may run short), no preferred gang
+    spread and no server broken: nothing left to gain."""
+    whole = all(len(placed.get(g.name, ())) == g.size for g in queue)
+    return whole and score.extra_domains == 0 and score.broken_nodes == 0
