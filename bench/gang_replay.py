@@ -2,16 +2,17 @@
 with queueing delay broken down by priority class and gang size.
 
     python bench/gang_replay.py [--nodes CSV] [--stride K] [--gangs N] [--seeds 1,2] [--period 1]
-        [--preemption-delay 30] [--no-preemption] [--out FILE]
+        [--preemption-delay 30] [--no-preemption] [--model H800] [--out FILE]
 
 The cluster is the node list (default: the spot-GPU trace's ``node_info_df.csv`` under
 ``../shared/traces``), every K-th node kept, with islands of 32 eight-card servers laid over
 it (``gangs.island_cluster``). Gangs are generated as ``archipelago simulate --workload gangs``
 does, at load 1.2. Each seed replays the same arrivals under the three schedulers, one after
 another in this process, so that the CP-SAT budget of Archipelago's cycles is not shared with
-a baseline running beside it. The overall figures are those of ``archipelago simulate --json``;
-the breakdown shows who waits: mean and p95 delay (s) per priority class (``high`` 1000,
-``normal`` 100, ``spot`` 0 and preemptible) and size (cards).
+a baseline running beside it. ``--model`` keeps one card model's nodes and the gangs that ask
+for it, from the same arrivals as the whole run. The overall figures are those of
+``archipelago simulate --json``; the breakdown shows who waits: mean and p95 delay (s) per
+priority class (``high`` 1000, ``normal`` 100, ``spot`` 0 and preemptible) and size (cards).
 """
 
 from __future__ import annotations
@@ -38,12 +39,31 @@ def size_class(cards: int) -> str:
     return next(name for bound, name in SIZES if bound is None or cards <= bound)
 
 
-def one_seed(cluster, seed: int, count: int, period: float, delay: float, preemption: bool = True) -> list[str]:
+def one_model(cluster, arrivals, model: str):
+    """The nodes of ``model`` and the gangs that ask for it alone: one model's share of a run.
+
+    Gangs never mix models here, and the islands are laid per model, so this share sees the
+    same arrivals and the same islands as in the whole run. Raises ``SystemExit`` for a model
+    the cluster does not have."""
+    mine = [n for n in cluster.nodes if n.model == model]
+    if not mine:
+        sys.exit(f"no node of model {model!r}; the cluster has {', '.join(sorted(cluster.models()))}")
+    kept = [a for a in arrivals if all(s.request.models == {model} for s in a.gang.pod_sets if s.request.cards)]
+    return gangs.island_cluster(mine), kept
+
+
+def one_seed(
+    cluster, seed: int, count: int, period: float, delay: float, preemption: bool = True, model: str | None = None
+) -> list[str]:
     arrivals = gangs.generate(seed, gangs=count, cluster=cluster, load=1.2)
+    title = f"{count} gangs"
+    if model is not None:
+        cluster, arrivals = one_model(cluster, arrivals, model)
+        title = f"the {len(arrivals)} {model} gangs of {count}, on its {cluster.total_cards:,} cards,"
     offered = gangs.offered_load(arrivals, cluster)
     preempting = f"preemption delay {delay:g} s" if preemption else "Archipelago's preemption off"
     rows = [
-        f"**Seed {seed}**: {count} gangs offering {offered:.2f}x the cards, a cycle every {period:g} s, {preempting}",
+        f"**Seed {seed}**: {title} offering {offered:.2f}x the cards, a cycle every {period:g} s, {preempting}",
         "",
         "| scheduler | GPU alloc % | one island % (multi-node) | delay mean s | delay p95 s | preemptions | wall s |",
         "|---|---|---|---|---|---|---|",
@@ -96,6 +116,7 @@ def main() -> None:
     parser.add_argument(
         "--no-preemption", action="store_true", help="Archipelago never preempts (to see what preemption costs)"
     )
+    parser.add_argument("--model", help="replay only this card model's nodes and the gangs that ask for it")
     parser.add_argument("--out", type=pathlib.Path)
     args = parser.parse_args()
     if not args.nodes.exists():
@@ -108,7 +129,12 @@ def main() -> None:
         "",
     ]
     for seed in (int(s) for s in args.seeds.split(",")):
-        lines += [*one_seed(cluster, seed, args.gangs, args.period, args.preemption_delay, not args.no_preemption), ""]
+        lines += [
+            *one_seed(
+                cluster, seed, args.gangs, args.period, args.preemption_delay, not args.no_preemption, args.model
+            ),
+            "",
+        ]
     text = "\n".join(lines)
     if args.out:
         args.out.write_text(text + "\n")
