@@ -68,13 +68,6 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
             stats.solver_objective = score.value
             if score.key() > best.key():
                 placed, state, best, stats.used = decoded, solver_state, score, "solver"
-                # The aggregate model can leave room a waiting gang fits (it counts pools, not
-                # cards): offer what is left to the rest, in queue order, so no fitting gang idles.
-                topped = greedy.run(state, [g for g in queue if g.name not in placed])
-                if topped:
-                    placed.update(topped)
-                    best = objective.score(snapshot.ledger, by_name, placed, weights)
-                    stats.solver_objective = best.value
 
     # 4. Preemption for what still waits, highest priority first.
     evictions: list[plan.Eviction] = []

@@ -296,12 +296,12 @@ def _hint_counts(
 def decode(state: pools.State, units: Sequence[_Item], solution: Solution) -> dict[str, tuple[ledger_.Allocation, ...]]:
     """Turn counts into allocations on ``state``: per pool, largest pods first, tightest node.
 
-    Gangs that do not decode whole are rolled back and then tried once more by the greedy
-    placer on what is left.
+    Gangs that do not decode whole are rolled back. Then every gang still out, in queue order,
+    is offered what is left by the greedy placer: those rolled back, and those the aggregate
+    model left out though they fit (it counts pools, not cards), so no fitting gang idles.
     """
     work: dict[int, list[tuple[int, workload.Gang, workload.PodRequest]]] = {}
     whole_node: list[tuple[workload.Gang, int]] = []
-    wanted: list[workload.Gang] = []
     for item in units:
         chosen = solution.counts.get(item.gang.name)
         if not chosen or not any(chosen):
@@ -311,11 +311,9 @@ def decode(state: pools.State, units: Sequence[_Item], solution: Solution) -> di
             for b, count in sorted(chosen[0].items()):
                 for _ in range(count):
                     gang = next(pending)
-                    wanted.append(gang)
                     work.setdefault(b, []).append((gang.cards, gang, gang.pods()[0]))
             continue
         gang = item.gang
-        wanted.append(gang)
         if item.whole_node:
             whole_node.append((gang, next(iter(chosen[0]))))
             continue
@@ -347,9 +345,5 @@ def decode(state: pools.State, units: Sequence[_Item], solution: Solution) -> di
     for name in failed:
         state.undo(placed.pop(name, ()))
     out = {name: tuple(allocations) for name, allocations in placed.items()}
-    for gang in wanted:
-        if gang.name in failed:
-            allocations = greedy.place(state, gang)
-            if allocations is not None:
-                out[gang.name] = allocations
+    out.update(greedy.run(state, greedy.order(g for item in units for g in item.gangs if g.name not in out)))
     return out
