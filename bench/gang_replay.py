@@ -65,8 +65,9 @@ def one_seed(
     rows = [
         f"**Seed {seed}**: {title} offering {offered:.2f}x the cards, a cycle every {period:g} s, {preempting}",
         "",
-        "| scheduler | GPU alloc % | one island % (multi-node) | delay mean s | delay p95 s | preemptions | wall s |",
-        "|---|---|---|---|---|---|---|",
+        "| scheduler | GPU alloc % | one island % (multi-node) | fewest islands % | delay mean s | delay p95 s "
+        "| preemptions | wall s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     delays: dict[str, dict[tuple[str, str], list[float]]] = {}
     for name in gang_replay.SCHEDULERS:
@@ -79,9 +80,11 @@ def one_seed(
             period_s=period,
         )
         wall = time.perf_counter() - started
-        island = "-" if r.gangs_single_island_pct is None else f"{r.gangs_single_island_pct:.1f}"
+        island, fewest = (
+            "-" if p is None else f"{p:.1f}" for p in (r.gangs_single_island_pct, r.gangs_fewest_islands_pct)
+        )
         rows.append(
-            f"| {name} | {r.gpu_alloc_pct:.1f} | {island} | {r.queue_delay_mean_s:,.0f} | "
+            f"| {name} | {r.gpu_alloc_pct:.1f} | {island} | {fewest} | {r.queue_delay_mean_s:,.0f} | "
             f"{r.queue_delay_p95_s:,.0f} | {r.preemptions} | {wall:.0f} |"
         )
         by_class: dict[tuple[str, str], list[float]] = collections.defaultdict(list)

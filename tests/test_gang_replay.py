@@ -16,7 +16,7 @@ from archipelago.cluster import ledger as ledger_
 from archipelago.placement import baselines, plan, validate
 from archipelago.sim import gang_replay, gang_report, gangs
 from tests.builders import make_cluster, make_ledger, make_node, make_nodes
-from tests.gang_builders import make_eviction, make_gang, make_plan, make_running, make_snapshot
+from tests.gang_builders import make_allocations, make_eviction, make_gang, make_plan, make_running, make_snapshot
 
 SIM = Path(__file__).resolve().parent / "data" / "sim"
 CONFIG = plan.Config()
@@ -106,6 +106,30 @@ def test_one_island_shares_count_multi_node_placements_and_all_placements():
 
     assert result.gangs_single_island_pct == 0
     assert result.gangs_single_island_all_pct == 50
+
+
+def place_on(where: dict[str, tuple[str, ...]]):
+    """A scheduler that puts each gang's pods on the nodes ``where`` names for it, one pod per node."""
+
+    def schedule(snapshot, pending, config):
+        placed = {g.name: make_allocations(snapshot.ledger, g, *where[g.name]) for g in pending}
+        return make_plan(placed=placed)
+
+    return schedule
+
+
+def test_fewest_islands_share_judges_a_gang_by_the_islands_its_cards_need():
+    # islands of 16 cards: a (n0, n1), b (n2, n3), c (n4, n5)
+    cluster = make_cluster(*(make_node(name=f"n{i}", island="abc"[i // 2]) for i in range(6)))
+    fewest = arrive(make_gang(name="fewest", pods=4, cards=8), at=0, runs=10)  # 32 cards need 2 islands
+    spread = arrive(make_gang(name="spread", pods=3, cards=8), at=20, runs=10)  # 24 cards need 2, takes 3
+    one = arrive(make_gang(name="one", pods=2, cards=8), at=40, runs=10)  # in one island, as it can be
+
+    where = {"fewest": ("n0", "n1", "n2", "n3"), "spread": ("n0", "n2", "n4"), "one": ("n4", "n5")}
+    result = gang_replay.replay([fewest, spread, one], cluster, place_on(where))
+
+    assert result.gangs_fewest_islands_pct == pytest.approx(200 / 3)
+    assert result.gangs_single_island_pct == pytest.approx(100 / 3)  # only "one": "fewest" can't be in one
 
 
 # --- evictions ----------------------------------------------------------------------------------

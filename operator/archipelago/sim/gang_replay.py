@@ -21,6 +21,7 @@ finishes when it would have; the slowdown of fewer workers is not modelled.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import heapq
@@ -37,8 +38,8 @@ import numpy as np
 
 from archipelago import cluster as cluster_
 from archipelago import workload
+from archipelago.cluster import devices, topology
 from archipelago.cluster import ledger as ledger_
-from archipelago.cluster import topology
 from archipelago.placement import baselines, plan
 from archipelago.sim import gangs
 
@@ -81,10 +82,14 @@ class Result:
     ``gangs_single_island_pct``: among placements whose card-holding pods span more than one
     node, the share whose nodes all lie in one island (None without such placements);
     ``gangs_single_island_all_pct`` counts every placement, so a one-node gang is in one
-    island. Placements count each start, restarts included. The island is the
-    ``archipelago.dev/island`` level, else the finest label level; an unlabelled node is an
-    island of its own. ``queue_delay_*``: from arrival to first start; a gang that never
-    started counts with its wait until ``end_s``, the last event (so it is a lower bound).
+    island. ``gangs_fewest_islands_pct``: among the same multi-node placements, the share
+    that spans no more islands than the gang's cards need, counting the model's largest
+    islands whole (a 512-card gang on islands of 256 cards needs 2): unlike the one-island
+    share, it also judges gangs larger than an island. Placements count each start,
+    restarts included. The island is the ``archipelago.dev/island`` level, else the finest
+    label level; an unlabelled node is an island of its own. ``queue_delay_*``: from arrival
+    to first start; a gang that never started counts with its wait until ``end_s``, the last
+    event (so it is a lower bound).
     ``preemptions``: whole-gang evictions; ``shrinks``: elastic gangs that lost pods;
     ``lost_card_seconds``: as the scheduler reported it. ``cycle_ms_*``: wall time of the
     scheduler calls.
@@ -96,6 +101,7 @@ class Result:
     gpu_alloc_pct: float
     gangs_single_island_pct: float | None
     gangs_single_island_all_pct: float | None
+    gangs_fewest_islands_pct: float | None
     queue_delay_mean_s: float
     queue_delay_p95_s: float
     preemptions: int
@@ -194,6 +200,7 @@ def replay(
         gpu_alloc_pct=(area / span if span > 0 else alloc_at_last) / capacity * 100,
         gangs_single_island_pct=_pct(state.multi_node_single, state.multi_node),
         gangs_single_island_all_pct=_pct(state.single, state.placements),
+        gangs_fewest_islands_pct=_pct(state.multi_node_fewest, state.multi_node),
         queue_delay_mean_s=float(delays.mean()),
         queue_delay_p95_s=float(np.percentile(delays, 95)),
         preemptions=state.preemptions,
@@ -219,10 +226,15 @@ class _State:
         self.first_start: dict[str, float] = {}
         self.preemptions = self.shrinks = 0
         self.lost_card_seconds = 0.0
-        self.placements = self.single = self.multi_node = self.multi_node_single = 0
+        self.placements = self.single = self.multi_node = self.multi_node_single = self.multi_node_fewest = 0
         levels = cluster.topology.levels
         level = topology.ISLAND if topology.ISLAND in levels else (levels[-1] if levels else topology.HOSTNAME)
         self.depth = cluster.topology.depth(level)
+        # Per card model, its islands' cards, largest first: how few islands a gang can span.
+        cards: dict[str, collections.Counter[topology.DomainId]] = collections.defaultdict(collections.Counter)
+        for i, node in enumerate(cluster.nodes):
+            cards[node.model][cluster.path(i)[: self.depth + 1]] += node.card_count
+        self.island_cards = {model: sorted(c.values(), reverse=True) for model, c in cards.items()}
 
     def finish(self, gang: str) -> None:
         for pod in self.running.pop(gang).pods:
@@ -269,6 +281,14 @@ class _State:
         if len(nodes) > 1:
             self.multi_node += 1
             self.multi_node_single += len(islands) == 1
+            cards = -(-sum(a.milli for a in allocations) // devices.MILLI_PER_CARD)
+            self.multi_node_fewest += len(islands) <= self.fewest_islands(cards, nodes)
+
+    def fewest_islands(self, cards: int, nodes: set[int]) -> int:
+        """How few islands of the placed model could hold ``cards`` cards, counting islands whole."""
+        model = self.ledger.cluster.nodes[next(iter(nodes))].model
+        held = itertools.accumulate(self.island_cards.get(model, ()))
+        return next((k for k, total in enumerate(held, 1) if total >= cards), len(nodes))
 
 
 def _check_pods(gang: workload.Gang, allocations: Sequence[ledger_.Allocation]) -> None:
