@@ -73,6 +73,12 @@ class Actuator:
             logger.warning("service %s/%s not created: %s", meta["namespace"], meta["name"], _brief(e))
         return False
 
+    async def live_pods(self, namespace: str, selector: str) -> list[str]:
+        """Names of the pods matching the label ``selector`` that are not being deleted, read
+        from the API server (not from a watch, which may lag). Raises ``ApiException``."""
+        listed = await self._call(self.core.list_namespaced_pod, namespace, label_selector=selector)
+        return [p.metadata.name for p in listed.items if not p.metadata.deletion_timestamp]
+
     async def delete_pods(self, namespace: str, names: Sequence[str], grace_s: int | None = None) -> int:
         """Delete pods with a grace period (None: the pod's own); returns how many deletions failed."""
         results = await asyncio.gather(*(self._delete(namespace, n, grace_s) for n in names))
