@@ -110,6 +110,7 @@ def test_every_namespaced_object_is_in_the_operator_namespace():
 ACTUATION_CALLS: dict[str, set[tuple[str, str, str]]] = {
     "create_namespaced_pod": {("", "pods", "create")},
     "read_namespaced_pod": {("", "pods", "get")},
+    "list_namespaced_pod": {("", "pods", "list")},
     "delete_namespaced_pod": {("", "pods", "delete")},
     "create_namespaced_service": {("", "services", "create")},
     "create_namespaced_event": {("", "events", "create")},
