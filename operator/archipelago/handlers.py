@@ -162,37 +162,25 @@ async def wake_or_explain(
 
 @kopf.on.delete(*_TRAINING, registry=registry)
 @kopf.on.delete(*_INFERENCE, registry=registry)
-async def remove_pods(
-    namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, pods_index: kopf.Index, **_: Any
-) -> None:
+async def remove_pods(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Delete a removed workload's pods (owner references do it too where a garbage collector runs).
 
-    The pods come from the API server as well as the index: a pod created just before the
-    deletion may not have reached the index yet. Whenever pods were found, the handler looks
-    once more a second later (``TemporaryError``), for a pod a cycle already under way
+    The pods come from the API server, not the pods index: a pod created just before the
+    deletion may not have reached the index yet. Whenever live pods were found, the handler
+    looks once more a second later (``TemporaryError``), for a pod a cycle already under way
     created after the first look; the workload goes only when a look finds none.
     """
     runtime: Runtime = memo.runtime
     if runtime.scheduler is None:
         return
-    kind = body.get("kind", "")
-    mine = {
-        p["metadata"]["name"]
-        for p in _values(pods_index)
-        if p["metadata"].get("namespace") == namespace
-        and not p["metadata"].get("deletionTimestamp")
-        and (p["metadata"].get("labels") or {}).get(labels.JOB_NAME) == name
-        and (p["metadata"].get("labels") or {}).get(labels.JOB_KIND) == kind
-    }
+    selector = f"{labels.JOB_NAME}={name},{labels.JOB_KIND}={body.get('kind', '')}"
     try:
-        mine.update(
-            await runtime.scheduler.actuator.live_pods(namespace, f"{labels.JOB_NAME}={name},{labels.JOB_KIND}={kind}")
-        )
+        mine = await runtime.scheduler.actuator.live_pods(namespace, selector)
     except Exception as e:  # noqa: BLE001 - any failure to list: look again later, keep the finalizer
         raise kopf.TemporaryError(f"pods of {namespace}/{name} could not be listed: {e}", delay=5) from e
     if mine:
         grace = ((body.get("spec") or {}).get("checkpoint") or {}).get("gracePeriodSeconds")
-        failed = await runtime.scheduler.actuator.delete_pods(namespace, sorted(mine), grace)
+        failed = await runtime.scheduler.actuator.delete_pods(namespace, mine, grace)
         _wake(memo)
         raise kopf.TemporaryError(
             f"{len(mine) - failed} pods of {namespace}/{name} deleted, {failed} not yet; looking again", delay=1
