@@ -2,7 +2,7 @@
 with queueing delay broken down by priority class and gang size.
 
     python bench/gang_replay.py [--nodes CSV] [--stride K] [--gangs N] [--seeds 1,2] [--period 1]
-        [--preemption-delay 30] [--no-preemption] [--model H800] [--out FILE]
+        [--preemption-delay 30] [--no-preemption] [--queueing BestEffortFIFO] [--model H800] [--out FILE]
 
 The cluster is the node list (default: the spot-GPU trace's ``node_info_df.csv`` under
 ``../shared/traces``), every K-th node kept, with islands of 32 eight-card servers laid over
@@ -53,7 +53,14 @@ def one_model(cluster, arrivals, model: str):
 
 
 def one_seed(
-    cluster, seed: int, count: int, period: float, delay: float, preemption: bool = True, model: str | None = None
+    cluster,
+    seed: int,
+    count: int,
+    period: float,
+    delay: float,
+    preemption: bool = True,
+    model: str | None = None,
+    queueing: plan.Queueing = plan.Config.queueing,
 ) -> list[str]:
     arrivals = gangs.generate(seed, gangs=count, cluster=cluster, load=1.2)
     title = f"{count} gangs"
@@ -62,6 +69,8 @@ def one_seed(
         title = f"the {len(arrivals)} {model} gangs of {count}, on its {cluster.total_cards:,} cards,"
     offered = gangs.offered_load(arrivals, cluster)
     preempting = f"preemption delay {delay:g} s" if preemption else "Archipelago's preemption off"
+    if queueing is not plan.Config.queueing:
+        preempting += f", Archipelago's queueing {queueing.value}"
     rows = [
         f"**Seed {seed}**: {title} offering {offered:.2f}x the cards, a cycle every {period:g} s, {preempting}",
         "",
@@ -76,7 +85,7 @@ def one_seed(
             arrivals,
             cluster,
             name,
-            config=plan.Config(seed=seed, preemption_delay_s=delay, preemption=preemption),
+            config=plan.Config(seed=seed, preemption_delay_s=delay, preemption=preemption, queueing=queueing),
             period_s=period,
         )
         wall = time.perf_counter() - started
@@ -119,6 +128,14 @@ def main() -> None:
     parser.add_argument(
         "--no-preemption", action="store_true", help="Archipelago never preempts (to see what preemption costs)"
     )
+    parser.add_argument(
+        "--queueing",
+        type=plan.Queueing,
+        default=plan.Config.queueing,
+        choices=list(plan.Queueing),
+        metavar="|".join(q.value for q in plan.Queueing),
+        help="Archipelago's order among gangs of one priority (default MostCards)",
+    )
     parser.add_argument("--model", help="replay only this card model's nodes and the gangs that ask for it")
     parser.add_argument("--out", type=pathlib.Path)
     args = parser.parse_args()
@@ -134,7 +151,14 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         lines += [
             *one_seed(
-                cluster, seed, args.gangs, args.period, args.preemption_delay, not args.no_preemption, args.model
+                cluster,
+                seed,
+                args.gangs,
+                args.period,
+                args.preemption_delay,
+                not args.no_preemption,
+                args.model,
+                args.queueing,
             ),
             "",
         ]

@@ -8,6 +8,7 @@ run and what the evictions cost, never which node a pod lands on.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -154,9 +155,9 @@ def gangs(*, name: str = "g", model: str, cards: Sequence[int], pods: tuple[int,
     )
 
 
-def run(snapshot: plan.Snapshot, pending: list[workload.Gang]) -> plan.Plan:
+def run(snapshot: plan.Snapshot, pending: list[workload.Gang], config: plan.Config = CONFIG) -> plan.Plan:
     """The cycle's plan, which must pass the validator."""
-    result = cycle.run(snapshot, pending, CONFIG)
+    result = cycle.run(snapshot, pending, config)
     assert validate.violations(snapshot, pending, result) == []
     return result
 
@@ -297,18 +298,23 @@ def test_a_gang_that_prefers_one_island_pays_more_lost_work_to_get_one(topology)
 
 
 @st.composite
-def rivals(draw):
-    """A ledger, and two gangs that each fit it but not both: "high" (priority 2, queued last)
-    and "low" (priority 1, queued first)."""
+def one_fits(draw, lead: dict, other: dict):
+    """A ledger, and two gangs that each fit it but not both (``make_gang`` keywords each):
+    ``lead`` drawn among the shapes that fit, ``other`` among those that then no longer do."""
     ledger = draw(busy_ledgers(model="H800", nodes=(1, 2)))
     shapes = [(n, c) for n in range(1, 5) for c in (1, 2, 4, 8)]
-    high = [make_gang(name="high", pods=n, cards=c, priority=2, queued_at=1.0) for n, c in shapes]
-    high = draw(st.sampled_from([g for g in high if fits(ledger, g.pods())] or [None]))
-    assume(high is not None)
-    low = [make_gang(name="low", pods=n, cards=c, priority=1) for n, c in shapes]
-    low = [g for g in low if fits(ledger, g.pods()) and not fits(ledger, [*high.pods(), *g.pods()])]
-    assume(low)
-    return ledger, high, draw(st.sampled_from(low))
+    first = [make_gang(pods=n, cards=c, **lead) for n, c in shapes]
+    first = draw(st.sampled_from([g for g in first if fits(ledger, g.pods())] or [None]))
+    assume(first is not None)
+    second = [make_gang(pods=n, cards=c, **other) for n, c in shapes]
+    second = [g for g in second if fits(ledger, g.pods()) and not fits(ledger, [*first.pods(), *g.pods()])]
+    assume(second)
+    return ledger, first, draw(st.sampled_from(second))
+
+
+def rivals():
+    """Gangs "high" (priority 2, queued last) and "low" (priority 1, queued first); room for one."""
+    return one_fits({"name": "high", "priority": 2, "queued_at": 1.0}, {"name": "low", "priority": 1})
 
 
 @EXAMPLES
@@ -317,3 +323,30 @@ def test_with_room_for_one_of_two_gangs_the_higher_priority_one_runs(scene):
     ledger, high, low = scene
     result = run(make_snapshot(ledger), [low, high])
     assert set(result.placed) == {"high"}
+
+
+def peers():
+    """Gangs "first" and "second" (queued later, often the larger, which admitted cards alone would
+    prefer), of one priority; room for one."""
+    return one_fits({"name": "first", "priority": 1}, {"name": "second", "priority": 1, "queued_at": 1.0})
+
+
+@EXAMPLES
+@given(scene=peers())
+def test_best_effort_fifo_runs_the_first_queued_of_two_gangs_of_one_priority_when_one_fits(scene):
+    ledger, first, second = scene
+    note(f"first {first.cards} cards, second {second.cards} cards")
+    fifo = dataclasses.replace(CONFIG, queueing=plan.Queueing.BEST_EFFORT_FIFO)
+    result = run(make_snapshot(ledger), [second, first], fifo)
+    assert set(result.placed) == {"first"}
+
+
+@EXAMPLES
+@given(scene=peers())
+def test_most_cards_runs_the_larger_of_two_gangs_of_one_priority_when_one_fits(scene):
+    ledger, first, second = scene
+    note(f"first {first.cards} cards, second {second.cards} cards")
+    result = run(make_snapshot(ledger), [second, first])
+    assert len(result.placed) == 1
+    if first.cards != second.cards:
+        assert set(result.placed) == {max((first, second), key=lambda g: g.cards).name}

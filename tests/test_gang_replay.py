@@ -403,3 +403,23 @@ def test_a_negative_preemption_delay_is_refused_naming_the_option():
     assert result.exit_code != 0 and "--preemption-delay" in result.output
     with pytest.raises(ValueError, match="preemption_delay_s"):
         plan.Config(preemption_delay_s=-1)
+
+
+def test_the_queueing_strategy_reaches_every_cycle_and_an_unknown_one_is_refused(monkeypatch):
+    seen = []
+    compare = gang_replay.compare
+
+    def spy(*args, config, **kwargs):
+        seen.append(config.queueing)
+        return compare(*args, config=config, **kwargs)
+
+    monkeypatch.setattr(gang_replay, "compare", spy)
+    result = simulate("--workload", "gangs", "--gangs", "10", "--queueing", "BestEffortFIFO", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    assert seen == [plan.Queueing.BEST_EFFORT_FIFO]
+
+    result = simulate("--workload", "gangs", "--gangs", "10", "--queueing", "StrictFIFO")
+    assert result.exit_code == 2 and "--queueing" in result.output and "BestEffortFIFO" in result.output
+    assert plan.Config(queueing="BestEffortFIFO").queueing is plan.Queueing.BEST_EFFORT_FIFO
+    with pytest.raises(ValueError, match="queueing must be one of MostCards, BestEffortFIFO, got 'StrictFIFO'"):
+        plan.Config(queueing="StrictFIFO")

@@ -23,6 +23,7 @@ import yaml
 
 from archipelago import cli
 from archipelago.api import labels
+from archipelago.placement import plan
 from tests.support import objects
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,6 +253,13 @@ def test_a_preemption_delay_is_passed_on(chart):
     assert run_options(arguments)["preemption_delay"] == 5.0
 
 
+def test_the_queueing_strategy_is_passed_on(chart):
+    assert run_options(args(render(chart)))["queueing"] is plan.Queueing.MOST_CARDS
+    arguments = args(render(chart, scheduler={"queueingStrategy": "BestEffortFIFO"}))
+    assert follows(arguments, "--queueing") == "BestEffortFIFO"
+    assert run_options(arguments)["queueing"] is plan.Queueing.BEST_EFFORT_FIFO
+
+
 def test_preemption_off_is_no_preemption(chart):
     arguments = args(render(chart, scheduler={"preemption": False}))
     assert "--no-preemption" in arguments
@@ -322,6 +330,7 @@ BAD_VALUES = {
     "unknown-top-level-key": ({"replicas": 2}, "'replicas' not allowed"),
     "misspelt-nested-key": ({"scheduler": {"budget": 2}}, "'budget' not allowed"),
     "negative-preemption-delay": ({"scheduler": {"preemptionDelaySeconds": -5}}, "/scheduler/preemptionDelaySeconds"),
+    "unknown-queueing-strategy": ({"scheduler": {"queueingStrategy": "StrictFIFO"}}, "/scheduler/queueingStrategy"),
     "priority-not-a-number": ({"peering": {"priority": "high"}}, "/peering/priority"),
     "system-priority-value": ({"priorityClass": {"value": 2_000_000_000}}, "/priorityClass/value"),
     "unknown-pull-policy": ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),

@@ -50,6 +50,19 @@ def _preemption_delay(what: str) -> Callable[[Callable[..., Any]], Callable[...,
     )
 
 
+def _queueing(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--queueing`` option (a ``plan.Queueing``, default ``plan.Config``'s), its help starting with ``what``."""
+    return click.option(
+        "--queueing",
+        default=plan_.Config.queueing.value,
+        show_default=True,
+        type=click.Choice([q.value for q in plan_.Queueing]),
+        callback=lambda _ctx, _param, value: plan_.Queueing(value),
+        help=f"{what}which gangs of one priority start first when not all fit: MostCards, the plan with "
+        "the most cards; BestEffortFIFO, queue order with later gangs filling in (as Kueue's).",
+    )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="archipelago")
 def main() -> None:
@@ -118,6 +131,7 @@ def _names(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[st
     help="Gang workload: run the scheduler every PERIOD simulated seconds (0: after every event).",
 )
 @_preemption_delay("Gang workload: seconds")
+@_queueing("Gang workload: ")
 @click.option(
     "--tune", default=1.3, show_default=True, type=float, help="fgd protocol: demand as a multiple of capacity."
 )
@@ -138,6 +152,7 @@ def simulate(
     load: float,
     period: float,
     preemption_delay: float,
+    queueing: plan_.Queueing,
     tune: float,
     bound: bool,
     as_json: bool,
@@ -165,7 +180,7 @@ def simulate(
     if workload_yaml == GANG_WORKLOAD or (workload_yaml and gangs.is_gang_yaml(workload_yaml)):
         if pods or bound or plot:
             raise click.UsageError("--pods, --bound and --plot are for the pod workload, not for gangs")
-        config = plan_.Config(seed=seed, preemption_delay_s=preemption_delay)
+        config = plan_.Config(seed=seed, preemption_delay_s=preemption_delay, queueing=queueing)
         _simulate_gangs(
             nodes, cluster_yaml, workload_yaml, policy_names, config, gang_count, load, period, as_json, jobs
         )
@@ -298,6 +313,7 @@ def bench_cycle(cards: int, pending_pods: int, seed: int, budget: float, greedy_
 @click.option("--priority", default=0, show_default=True, type=int, help="This replica's peering priority.")
 @click.option("--no-preemption", is_flag=True, help="Never preempt running gangs.")
 @_preemption_delay("Seconds")
+@_queueing("Pending gangs: ")
 @click.option("--verbose", is_flag=True)
 def run(
     budget: float,
@@ -307,12 +323,15 @@ def run(
     priority: int,
     no_preemption: bool,
     preemption_delay: float,
+    queueing: plan_.Queueing,
     verbose: bool,
 ) -> None:
     """Run the operator against the cluster of the current kubeconfig (or in-cluster)."""
     from archipelago import config, runner
 
-    cycle = plan_.Config(budget_s=budget, preemption=not no_preemption, preemption_delay_s=preemption_delay)
+    cycle = plan_.Config(
+        budget_s=budget, preemption=not no_preemption, preemption_delay_s=preemption_delay, queueing=queueing
+    )
     settings = config.Operator(cycle=cycle, resync_s=resync, metrics_port=metrics_port or None)
     import kubernetes.config
 

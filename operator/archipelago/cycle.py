@@ -6,7 +6,9 @@ in the snapshot) and never mutates the snapshot. Steps:
 1. order the queue (priority, then arrival);
 2. place greedily on a private copy of the ledger: the hint and the fallback;
 3. improve with CP-SAT in the time left, unless the greedy plan is already best possible,
-   and keep whichever plan scores better (``objective.Score``);
+   and keep whichever plan scores better (``objective.Score``); with
+   ``plan.Queueing.BEST_EFFORT_FIFO`` only if it keeps the greedy plan's admissions that queue
+   order protects (``model.kept``);
 4. for gangs still waiting, in queue order, search the cheapest preemption while time lasts,
    once a gang has waited ``config.preemption_delay_s``;
 5. explain every gang that still waits.
@@ -66,7 +68,10 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
             decoded = model.decode(solver_state, units, solution)
             score = objective.score(snapshot.ledger, by_name, decoded, weights)
             stats.solver_objective = score.value
-            if score.key() > best.key():
+            # BestEffortFIFO: within a priority the queue order stands, so a plan that drops a
+            # gang the greedy plan admitted, with no higher-priority gang waiting, is not taken.
+            fifo = config.queueing is plan.Queueing.BEST_EFFORT_FIFO
+            if score.key() > best.key() and (not fifo or model.kept(units, placed) <= decoded.keys()):
                 placed, state, best, stats.used = decoded, solver_state, score, "solver"
 
     # 4. Preemption for what still waits, highest priority first.

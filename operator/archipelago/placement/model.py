@@ -15,6 +15,14 @@ within the pool's free ``s``-slots (exact for power-of-two pods, see ``fit.slots
 memory and milli-cards stay within the pool's free totals. A gang that requires one node or
 one link group enters as a single pod of all its cards.
 
+With ``plan.Queueing.BEST_EFFORT_FIFO`` queue order stands within a priority: a gang the
+greedy hint admits stays admitted unless a gang of higher priority waits in the hint (``kept``).
+Otherwise admitted cards alone would let a later gang of the same priority displace an earlier
+one for having more cards; the solver may still add gangs, move them, and drop lower-priority
+ones for a higher-priority gang the greedy placer could not fit. Keeping is a penalty above
+anything the waiting gangs could add, not a hard constraint: the aggregate model cannot always
+express the hint (a whole-node gang counts all its pods, optional ones included).
+
 The model never sees single nodes; ``decode`` turns the counts into cards, best fit
 decreasing inside each pool, and any gang that does not decode is left out. The caller keeps
 whichever of this and the greedy plan scores better, so the solver never returns worse than
@@ -150,6 +158,11 @@ def solve(
     value_terms: list[tuple[cp_model.LinearExprT, int]] = []
     extra_terms: list[cp_model.LinearExprT] = []
     hinted = _hint_counts(state, units, hint)
+    # Dropping a kept gang costs more than every waiting gang is worth.
+    keep = kept(units, hint) if config.queueing is plan.Queueing.BEST_EFFORT_FIFO else set()
+    waiting_worth = sum(item.weight * objective.units(g) for item in units for g in item.gangs if g.name not in hint)
+    keep_penalty = 1 + waiting_worth if keep else 0
+    kept_count = 0
     for n, item in enumerate(units):
         gang_vars: list[dict[int, cp_model.IntVar]] = []
         admitted = None if item.merged else model.new_bool_var(f"a{n}")
@@ -163,6 +176,13 @@ def solve(
             total = sum(vs.values())
             if item.merged:
                 model.add(total <= part.count)
+                hinted_count = sum(hinted[n][r].values())
+                if hinted_count and item.gang.name in keep:
+                    short = model.new_int_var(0, hinted_count, f"short{n}")
+                    model.add(short >= hinted_count - total)
+                    model.add_hint(short, 0)
+                    value_terms.append((short, -keep_penalty))
+                    kept_count += hinted_count
                 value_terms.append((total, item.weight * max(1, cards)))
             else:
                 model.add(total >= part.lower * admitted)
@@ -172,6 +192,9 @@ def solve(
         if admitted is not None:
             placed_hint = int(any(hinted[n][r] for r in range(len(item.parts))))
             model.add_hint(admitted, placed_hint)
+            if item.gang.name in keep:
+                value_terms.append((admitted, keep_penalty))
+                kept_count += 1
             if not item.whole_node:
                 model.add(sum(v for vs in gang_vars for v in vs.values()) >= item.gang.min_member * admitted)
             if item.gang.cards == 0:
@@ -199,6 +222,7 @@ def solve(
     k_extra = max_broken + 1
     k_value = config.island_penalty * max_extra * k_extra + max_broken + 1
     max_value = sum(item.weight * part.count * max(1, part.pod.cards) for item in units for part in item.parts)
+    max_value += keep_penalty * kept_count
     value = sum(coef * expr for expr, coef in value_terms)
     if max_value * k_value > _INT64_SAFE:
         k_extra, k_value, broken_terms = 1, config.island_penalty * max_extra + 1, []
@@ -228,6 +252,14 @@ def solve(
         built - started,
         done - built,
     )
+
+
+def kept(units: Sequence[_Item], hint: Mapping[str, object]) -> set[str]:
+    """The gangs of ``hint`` the solver's plan must keep admitted: those of a priority no
+    lower than any gang the hint leaves waiting (all of them when none waits)."""
+    waiting = [g.priority for item in units for g in item.gangs if g.name not in hint]
+    floor = max(waiting, default=None)
+    return {g.name for item in units for g in item.gangs if g.name in hint and (floor is None or g.priority >= floor)}
 
 
 def _add_capacity(model, state, sizes, per_pool, units, hinted) -> list:

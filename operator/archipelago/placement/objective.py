@@ -1,7 +1,10 @@
 """What a plan is worth, in the order the scheduler cares: priority, locality, fragmentation.
 
 1. Admitted cards, each weighted by its gang's priority tier. Tier weights are lexicographic:
-   one card of a tier outweighs every card of all lower tiers in the batch.
+   one card of a tier outweighs every card of all lower tiers in the batch. With
+   ``plan.Queueing.BEST_EFFORT_FIFO``, queue order comes before cards within a tier: the
+   solver keeps the greedy plan's admissions of every priority no gang of higher priority
+   waits for (``model.kept``), so cards only decide among gangs the queue order leaves out.
 2. Domains spanned beyond the first, for gangs with a ``preferred`` topology (at the
    island level when the gang names none).
 3. Whole nodes broken: free servers that pods smaller than a server had to start. Keeping

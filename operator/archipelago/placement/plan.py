@@ -14,6 +14,23 @@ from archipelago import workload
 from archipelago.cluster import ledger as ledger_
 
 
+class Queueing(enum.Enum):
+    """Which gangs of one priority a cycle admits first when not all of them fit.
+
+    Priority always comes first: no strategy runs a lower-priority gang in place of a
+    higher-priority one that fits. The names follow Kueue's ClusterQueue ``queueingStrategy``.
+    """
+
+    MOST_CARDS = "MostCards"
+    """The plan that admits the most cards of the priority, whatever their queue order: a later
+    larger gang may run in place of earlier smaller ones. Serves large gangs sooner; small
+    ones wait longer on a saturated model (BENCHMARKS.md, section 4)."""
+    BEST_EFFORT_FIFO = "BestEffortFIFO"
+    """Kueue's ``BestEffortFIFO``: gangs start in queue order (priority, then arrival), and a
+    later gang that fits may start while an earlier one that does not waits. The solver keeps
+    every gang the queue order admits and only adds to them, moves them or places them better."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """How one cycle runs.
@@ -22,7 +39,8 @@ class Config:
     snapshot, the greedy hint and the model build. ``seed`` and ``workers`` make CP-SAT
     repeatable: with one worker a given seed gives the same plan unless the wall-clock budget
     cuts the search short. ``solver=False`` answers with the greedy placer alone;
-    ``preemption=False`` never evicts.
+    ``preemption=False`` never evicts. ``queueing``: a ``Queueing`` or its value; raises
+    ``ValueError`` for any other.
     """
 
     budget_s: float = 1.0
@@ -40,6 +58,7 @@ class Config:
     ``preemption.delay`` does the same, with the same 30 s default (YUNIKORN-1464). 0 preempts
     in the first cycle that finds a gang waiting.
     """
+    queueing: Queueing = Queueing.MOST_CARDS
 
     def __post_init__(self) -> None:
         if self.budget_s <= 0:
@@ -48,6 +67,11 @@ class Config:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.preemption_delay_s < 0:
             raise ValueError(f"preemption_delay_s must not be negative seconds, got {self.preemption_delay_s}")
+        if not isinstance(self.queueing, Queueing):  # its value, as the command line and Helm spell it
+            if self.queueing not in {q.value for q in Queueing}:
+                choices = ", ".join(q.value for q in Queueing)
+                raise ValueError(f"queueing must be one of {choices}, got {self.queueing!r}")
+            object.__setattr__(self, "queueing", Queueing(self.queueing))
 
 
 @dataclasses.dataclass(frozen=True)
