@@ -1,0 +1,72 @@
+"""The operator's handlers called directly, with a stand-in actuator: no API server, no kopf loop.
+
+The kmock scenarios (tests/operator) run the same handlers for real, but a race there shows
+only when the timing falls badly; here the order of events is set by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+
+import kopf
+import pytest
+
+from archipelago import handlers
+from archipelago.api import labels
+
+
+class Actuator:
+    """Answers ``live_pods`` from a list of answers, one per call, and records every deletion."""
+
+    def __init__(self, *answers: list[str] | Exception) -> None:
+        self.answers = list(answers)
+        self.selectors: list[str] = []
+        self.deleted: list[tuple[str, list[str], int | None]] = []
+
+    async def live_pods(self, namespace: str, selector: str) -> list[str]:
+        self.selectors.append(selector)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def delete_pods(self, namespace: str, pods: list[str], grace: int | None) -> int:
+        self.deleted.append((namespace, list(pods), grace))
+        return 0
+
+
+def memo_for(actuator: Actuator) -> types.SimpleNamespace:
+    scheduler = types.SimpleNamespace(actuator=actuator, wake=lambda: None)
+    return types.SimpleNamespace(runtime=types.SimpleNamespace(scheduler=scheduler))
+
+
+def remove(actuator: Actuator, body: dict) -> None:
+    asyncio.run(handlers.remove_pods(namespace="team", name="llm", body=body, memo=memo_for(actuator)))
+
+
+BODY = {"kind": "TrainingJob", "spec": {"checkpoint": {"gracePeriodSeconds": 20}}}
+
+
+def test_a_pod_the_index_has_not_seen_is_deleted_and_the_finalizer_stays_until_a_look_finds_none():
+    # The API server holds a pod created just before the deletion; the handler never asks the
+    # pods index, so its lag cannot hide the pod.
+    actuator = Actuator(["llm-worker-0"], [])
+
+    with pytest.raises(kopf.TemporaryError) as looking_again:
+        remove(actuator, BODY)
+
+    assert actuator.deleted == [("team", ["llm-worker-0"], 20)]
+    assert looking_again.value.delay == 1
+    remove(actuator, BODY)  # the second look finds nothing: the handler returns, the finalizer goes
+    assert actuator.deleted == [("team", ["llm-worker-0"], 20)]
+    assert actuator.selectors == [f"{labels.JOB_NAME}=llm,{labels.JOB_KIND}=TrainingJob"] * 2
+
+
+def test_a_failed_list_keeps_the_finalizer_and_looks_again_later():
+    actuator = Actuator(RuntimeError("connection refused"), [])
+
+    with pytest.raises(kopf.TemporaryError, match="could not be listed: connection refused") as looking_again:
+        remove(actuator, BODY)
+
+    assert looking_again.value.delay == 5 and actuator.deleted == []
