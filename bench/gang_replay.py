@@ -2,7 +2,8 @@
 with queueing delay broken down by priority class and gang size.
 
     python bench/gang_replay.py [--nodes CSV] [--stride K] [--gangs N] [--seeds 1,2] [--period 1]
-        [--preemption-delay 30] [--no-preemption] [--queueing BestEffortFIFO] [--model H800] [--out FILE]
+        [--preemption-delay 30] [--preemption-exempt 0] [--no-preemption] [--queueing BestEffortFIFO]
+        [--model H800] [--out FILE]
 
 The cluster is the node list (default: the spot-GPU trace's ``node_info_df.csv`` under
 ``../shared/traces``), every K-th node kept, with islands of 32 eight-card servers laid over
@@ -61,6 +62,7 @@ def one_seed(
     preemption: bool = True,
     model: str | None = None,
     queueing: plan.Queueing = plan.Config.queueing,
+    exempt: float = plan.Config.preemption_exempt_s,
 ) -> list[str]:
     arrivals = gangs.generate(seed, gangs=count, cluster=cluster, load=1.2)
     title = f"{count} gangs"
@@ -69,6 +71,8 @@ def one_seed(
         title = f"the {len(arrivals)} {model} gangs of {count}, on its {cluster.total_cards:,} cards,"
     offered = gangs.offered_load(arrivals, cluster)
     preempting = f"preemption delay {delay:g} s" if preemption else "Archipelago's preemption off"
+    if preemption and exempt:
+        preempting += f", none within a gang's first {exempt:g} s"
     if queueing is not plan.Config.queueing:
         preempting += f", Archipelago's queueing {queueing.value}"
     rows = [
@@ -79,13 +83,20 @@ def one_seed(
         "|---|---|---|---|---|---|---|---|",
     ]
     delays: dict[str, dict[tuple[str, str], list[float]]] = {}
+    repeats: list[str] = []
     for name in gang_replay.SCHEDULERS:
         started = time.perf_counter()
         r = gang_replay.replay(
             arrivals,
             cluster,
             name,
-            config=plan.Config(seed=seed, preemption_delay_s=delay, preemption=preemption, queueing=queueing),
+            config=plan.Config(
+                seed=seed,
+                preemption_delay_s=delay,
+                preemption=preemption,
+                preemption_exempt_s=exempt,
+                queueing=queueing,
+            ),
             period_s=period,
         )
         wall = time.perf_counter() - started
@@ -101,7 +112,13 @@ def one_seed(
             key = (CLASSES.get(a.gang.priority, str(a.gang.priority)), size_class(a.gang.cards))
             by_class[key].append(r.first_start.get(a.gang.name, r.end_s) - a.arrival)
         delays[name] = by_class
+        if r.preemptions:
+            repeats.append(
+                f"{name}'s {r.preemptions} preemptions hit {r.gangs_preempted} gangs, one of them "
+                f"{r.preemptions_max_per_gang} times, and lost {r.lost_card_seconds:,.0f} card-seconds of work."
+            )
         print(rows[-1], file=sys.stderr, flush=True)
+    rows += ["", *repeats] if repeats else []
     keys = sorted(delays["archipelago"], key=lambda k: (list(CLASSES.values()).index(k[0]), k[1]))
     rows += [
         "",
@@ -125,6 +142,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="1")
     parser.add_argument("--period", type=float, default=1.0)
     parser.add_argument("--preemption-delay", type=float, default=plan.Config.preemption_delay_s)
+    parser.add_argument("--preemption-exempt", type=float, default=plan.Config.preemption_exempt_s)
     parser.add_argument(
         "--no-preemption", action="store_true", help="Archipelago never preempts (to see what preemption costs)"
     )
@@ -159,6 +177,7 @@ def main() -> None:
                 not args.no_preemption,
                 args.model,
                 args.queueing,
+                args.preemption_exempt,
             ),
             "",
         ]

@@ -96,6 +96,29 @@ def test_a_gang_that_could_preempt_waits_out_the_preemption_delay_first():
     assert [e.gang for e in later.evictions] == ["spot"] and "g" in later.placed and later.retry_at is None
 
 
+def test_a_gang_whose_victims_have_only_just_started_waits_out_their_exemption():
+    ledger = _two_islands()
+    keep = make_running(ledger, make_gang(name="keep", pods=3, cards=8, priority=50), "a0", "a1", "b0")
+    spot = make_gang(pods=1, cards=4, preemptible=True)
+    old = make_running(ledger, dataclasses.replace(spot, name="old"), ("b1", [0, 1, 2, 3]), started_at=0.0)
+    young = make_running(ledger, dataclasses.replace(spot, name="young"), ("b1", [4, 5, 6, 7]), started_at=90.0)
+    gang = make_gang(pods=1, cards=8, priority=10)  # queued at 0: it has waited out the preemption delay
+    snapshot = make_snapshot(ledger, keep, old, young, now=100.0)
+    exempt = plan.Config(budget_s=0.5, preemption_exempt_s=60)
+
+    assert {e.gang for e in cycle.run(snapshot, [gang], plan.Config(budget_s=0.5)).evictions} == {"old", "young"}
+    early = cycle.run(snapshot, [gang], exempt)
+    assert not early.evictions and early.retry_at == 150.0  # when "young" has run 60 s
+    wait = early.waiting["g"]
+    assert wait.code is Code.PREEMPTION_EXEMPT
+    assert wait.message == (
+        "needs 8 x H800; 0 x H800 are free and 8 held by lower-priority preemptible gangs, 4 of them "
+        "by gangs that have run less than 60 s, which are exempt from preemption until then"
+    )
+    later = cycle.run(dataclasses.replace(snapshot, now=150.0), [gang], exempt)
+    assert {e.gang for e in later.evictions} == {"old", "young"} and "g" in later.placed
+
+
 def test_free_cards_spread_over_islands_leave_a_required_island_gang_fragmented():
     ledger = _two_islands()
     busy = make_running(ledger, make_gang(name="busy", pods=2, cards=8, priority=50), "a0", "b0")

@@ -122,6 +122,48 @@ def test_every_placer_returns_a_valid_plan_and_leaves_the_snapshot_alone(placer,
     assert _held(snapshot) == before
 
 
+@st.composite
+def crowded(draw) -> tuple[plan.Snapshot, list[workload.Gang]]:
+    """Full H800 servers held by preemptible gangs of 4 or 8 cards started 0-90 s before now
+    (100 s), and higher-priority gangs that have waited out the preemption delay: a cycle
+    that must choose victims."""
+    cluster = make_cluster(
+        *[make_node(name=f"n{i}", cards=8, model="H800", island=f"i{i % 2}") for i in range(draw(st.integers(2, 4)))]
+    )
+    ledger = make_ledger(cluster)
+    running = []
+    for node in cluster.nodes:
+        halves = [[0, 1, 2, 3], [4, 5, 6, 7]] if draw(st.booleans()) else [list(range(8))]
+        for cards in halves:
+            gang = make_gang(name=f"r{len(running)}", cards=len(cards), priority=0, preemptible=True)
+            running.append(make_running(ledger, gang, (node.name, cards), started_at=draw(st.integers(0, 90))))
+    pending = [
+        make_gang(name=f"p{k}", pods=draw(st.integers(1, 2)), cards=draw(st.sampled_from((4, 8))), priority=5)
+        for k in range(draw(st.integers(1, 2)))
+    ]
+    return make_snapshot(ledger, *running, now=100.0), pending
+
+
+@EXAMPLES
+@given(scene=crowded(), exempt=st.sampled_from((0.0, 30.0, 60.0, 95.0)))
+def test_victims_are_those_past_their_exemption_and_are_needed(scene, exempt):
+    """No gang is preempted within its first ``exempt`` seconds; without an exemption the first
+    pending gang always preempts; a gang left waiting is told that preemption could not help,
+    that there is nobody left to preempt, or (only with an exemption) that it waits on one."""
+    snapshot, pending = scene
+    note(describe(snapshot))
+    result = cycle.run(snapshot, pending, dataclasses.replace(CONFIG, preemption_exempt_s=exempt))
+    assert validate.violations(snapshot, pending, result) == []
+    young = {e.gang for e in result.evictions if snapshot.now - snapshot.running[e.gang].started_at < exempt}
+    assert young == set()
+    if exempt == 0.0:
+        assert result.evictions  # every server is held by victims: the first pending gang preempts
+    # Left waiting: victims not enough, some exempt, or all taken by the gangs before it.
+    codes = {plan.ReasonCode.PREEMPTION_INSUFFICIENT, plan.ReasonCode.INSUFFICIENT_CAPACITY}
+    codes |= {plan.ReasonCode.PREEMPTION_EXEMPT} if exempt else set()
+    assert {w.code for w in result.waiting.values()} <= codes, result.waiting
+
+
 @EXAMPLES
 @given(scene=scenes())
 def test_the_solver_never_places_less_than_its_greedy_hint(scene):

@@ -168,6 +168,23 @@ def test_an_evicted_gang_is_requeued_and_redoes_its_whole_duration(scheduler):
     assert result.end_s == 170
 
 
+@pytest.mark.parametrize("exempt, second_starts", [(0, 100), (30, 120)])
+def test_a_restarted_gang_is_preempted_again_only_once_its_exemption_is_over(exempt, second_starts):
+    cluster = make_cluster(make_node(cards=8))
+    spot = arrive(make_gang(name="spot", pods=1, cards=8, preemptible=True), at=0, runs=100)
+    first = arrive(make_gang(name="first", pods=1, cards=8, priority=1000), at=40, runs=50)
+    second = arrive(make_gang(name="second", pods=1, cards=8, priority=1000), at=100, runs=10)
+    config = plan.Config(preemption_delay_s=0, preemption_exempt_s=exempt)
+
+    result = gang_replay.replay([spot, first, second], cluster, "archipelago", config=config)
+
+    # first evicts spot at 40 (it has run 40 s); spot restarts at 90, when first leaves; second
+    # may evict it again once it has run the exemption, even with no event then
+    assert result.first_start == {"spot": 0, "first": 40, "second": second_starts}
+    assert (result.preemptions, result.gangs_preempted, result.preemptions_max_per_gang) == (2, 1, 2)
+    assert result.lost_card_seconds == 8 * 40 + 8 * (second_starts - 90)
+
+
 def test_a_gang_preempts_once_its_delay_is_over_even_when_no_event_falls_then():
     cluster = make_cluster(make_node(cards=8))
     spot = arrive(make_gang(name="spot", pods=1, cards=8, preemptible=True), at=0, runs=100)
@@ -405,18 +422,24 @@ def test_a_negative_preemption_delay_is_refused_naming_the_option():
         plan.Config(preemption_delay_s=-1)
 
 
-def test_the_queueing_strategy_reaches_every_cycle_and_an_unknown_one_is_refused(monkeypatch):
+def test_the_queueing_strategy_and_the_exemption_reach_every_cycle_and_bad_ones_are_refused(monkeypatch):
     seen = []
     compare = gang_replay.compare
 
     def spy(*args, config, **kwargs):
-        seen.append(config.queueing)
+        seen.append((config.queueing, config.preemption_exempt_s))
         return compare(*args, config=config, **kwargs)
 
     monkeypatch.setattr(gang_replay, "compare", spy)
-    result = simulate("--workload", "gangs", "--gangs", "10", "--queueing", "BestEffortFIFO", "--jobs", "1")
+    options = ("--queueing", "BestEffortFIFO", "--preemption-exempt", "45")
+    result = simulate("--workload", "gangs", "--gangs", "10", *options, "--jobs", "1")
     assert result.exit_code == 0, result.output
-    assert seen == [plan.Queueing.BEST_EFFORT_FIFO]
+    assert seen == [(plan.Queueing.BEST_EFFORT_FIFO, 45.0)]
+
+    result = simulate("--workload", "gangs", "--gangs", "10", "--preemption-exempt", "-1")
+    assert result.exit_code == 2 and "--preemption-exempt" in result.output
+    with pytest.raises(ValueError, match="preemption_exempt_s must not be negative seconds, got -1"):
+        plan.Config(preemption_exempt_s=-1)
 
     result = simulate("--workload", "gangs", "--gangs", "10", "--queueing", "StrictFIFO")
     assert result.exit_code == 2 and "--queueing" in result.output and "BestEffortFIFO" in result.output

@@ -253,6 +253,13 @@ def test_a_preemption_delay_is_passed_on(chart):
     assert run_options(arguments)["preemption_delay"] == 5.0
 
 
+def test_a_preemption_exemption_is_passed_on(chart):
+    assert run_options(args(render(chart)))["preemption_exempt"] == 0.0
+    arguments = args(render(chart, scheduler={"preemptionExemptSeconds": 120}))
+    assert follows(arguments, "--preemption-exempt") == "120"
+    assert run_options(arguments)["preemption_exempt"] == 120.0
+
+
 def test_the_queueing_strategy_is_passed_on(chart):
     assert run_options(args(render(chart)))["queueing"] is plan.Queueing.MOST_CARDS
     arguments = args(render(chart, scheduler={"queueingStrategy": "BestEffortFIFO"}))
@@ -330,6 +337,10 @@ BAD_VALUES = {
     "unknown-top-level-key": ({"replicas": 2}, "'replicas' not allowed"),
     "misspelt-nested-key": ({"scheduler": {"budget": 2}}, "'budget' not allowed"),
     "negative-preemption-delay": ({"scheduler": {"preemptionDelaySeconds": -5}}, "/scheduler/preemptionDelaySeconds"),
+    "negative-preemption-exemption": (
+        {"scheduler": {"preemptionExemptSeconds": -1}},
+        "/scheduler/preemptionExemptSeconds",
+    ),
     "unknown-queueing-strategy": ({"scheduler": {"queueingStrategy": "StrictFIFO"}}, "/scheduler/queueingStrategy"),
     "priority-not-a-number": ({"peering": {"priority": "high"}}, "/peering/priority"),
     "system-priority-value": ({"priorityClass": {"value": 2_000_000_000}}, "/priorityClass/value"),

@@ -39,15 +39,32 @@ GANG_LOAD_DEFAULT = 1.2
 """Defaults of the generated gang workload: a run of a few seconds on the demo cluster."""
 
 
-def _preemption_delay(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The ``--preemption-delay`` option (seconds, default ``plan.Config``'s), its help starting with ``what``."""
-    return click.option(
-        "--preemption-delay",
-        default=plan_.Config.preemption_delay_s,
-        show_default=True,
-        type=click.FloatRange(min=0),
-        help=f"{what} a gang waits before it may preempt (as YuniKorn's preemption.delay).",
+def _preemption(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--preemption-delay`` and ``--preemption-exempt`` options (seconds, defaults
+    ``plan.Config``'s), their help starting with ``what``."""
+    options = (
+        (
+            "--preemption-delay",
+            plan_.Config.preemption_delay_s,
+            "a gang waits before it may preempt",
+            "YuniKorn's preemption.delay",
+        ),
+        (
+            "--preemption-exempt",
+            plan_.Config.preemption_exempt_s,
+            "a gang runs, from its latest start, before it may be preempted",
+            "Slurm's PreemptExemptTime",
+        ),
     )
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for flag, default, text, source in reversed(options):
+            seconds = click.FloatRange(min=0)
+            help_ = f"{what} {text} (as {source})."
+            command = click.option(flag, default=default, show_default=True, type=seconds, help=help_)(command)
+        return command
+
+    return decorate
 
 
 def _queueing(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -130,7 +147,7 @@ def _names(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[st
     type=click.FloatRange(min=0),
     help="Gang workload: run the scheduler every PERIOD simulated seconds (0: after every event).",
 )
-@_preemption_delay("Gang workload: seconds")
+@_preemption("Gang workload: seconds")
 @_queueing("Gang workload: ")
 @click.option(
     "--tune", default=1.3, show_default=True, type=float, help="fgd protocol: demand as a multiple of capacity."
@@ -152,6 +169,7 @@ def simulate(
     load: float,
     period: float,
     preemption_delay: float,
+    preemption_exempt: float,
     queueing: plan_.Queueing,
     tune: float,
     bound: bool,
@@ -180,7 +198,9 @@ def simulate(
     if workload_yaml == GANG_WORKLOAD or (workload_yaml and gangs.is_gang_yaml(workload_yaml)):
         if pods or bound or plot:
             raise click.UsageError("--pods, --bound and --plot are for the pod workload, not for gangs")
-        config = plan_.Config(seed=seed, preemption_delay_s=preemption_delay, queueing=queueing)
+        config = plan_.Config(
+            seed=seed, preemption_delay_s=preemption_delay, preemption_exempt_s=preemption_exempt, queueing=queueing
+        )
         _simulate_gangs(
             nodes, cluster_yaml, workload_yaml, policy_names, config, gang_count, load, period, as_json, jobs
         )
@@ -312,7 +332,7 @@ def bench_cycle(cards: int, pending_pods: int, seed: int, budget: float, greedy_
 @click.option("--peering", help="kopf peering name: replicas stand by and only the highest --priority schedules.")
 @click.option("--priority", default=0, show_default=True, type=int, help="This replica's peering priority.")
 @click.option("--no-preemption", is_flag=True, help="Never preempt running gangs.")
-@_preemption_delay("Seconds")
+@_preemption("Seconds")
 @_queueing("Pending gangs: ")
 @click.option("--verbose", is_flag=True)
 def run(
@@ -323,6 +343,7 @@ def run(
     priority: int,
     no_preemption: bool,
     preemption_delay: float,
+    preemption_exempt: float,
     queueing: plan_.Queueing,
     verbose: bool,
 ) -> None:
@@ -330,7 +351,11 @@ def run(
     from archipelago import config, runner
 
     cycle = plan_.Config(
-        budget_s=budget, preemption=not no_preemption, preemption_delay_s=preemption_delay, queueing=queueing
+        budget_s=budget,
+        preemption=not no_preemption,
+        preemption_delay_s=preemption_delay,
+        preemption_exempt_s=preemption_exempt,
+        queueing=queueing,
     )
     settings = config.Operator(cycle=cycle, resync_s=resync, metrics_port=metrics_port or None)
     import kubernetes.config

@@ -10,7 +10,8 @@ in the snapshot) and never mutates the snapshot. Steps:
    ``plan.Queueing.BEST_EFFORT_FIFO`` only if it keeps the greedy plan's admissions that queue
    order protects (``model.kept``);
 4. for gangs still waiting, in queue order, search the cheapest preemption while time lasts,
-   once a gang has waited ``config.preemption_delay_s``;
+   once a gang has waited ``config.preemption_delay_s``, among gangs that have run at least
+   ``config.preemption_exempt_s``;
 5. explain every gang that still waits.
 """
 
@@ -124,11 +125,17 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
                     g,
                     preemption_tried=g.name in tried,
                     preemption_delay_s=config.preemption_delay_s if g.name in delayed else None,
+                    preemption_exempt_s=config.preemption_exempt_s,
                 )
             waiting[g.name] = dataclasses.replace(reasons[key], gang=g.name)
     stats.seconds = time.perf_counter() - started
-    retry_at = min((by_name[g].queued_at + config.preemption_delay_s for g in delayed), default=None)
-    return plan.Plan(dict(placed), evictions, waiting, stats, retry_at)
+    retry = [by_name[g].queued_at + config.preemption_delay_s for g in delayed]
+    # A gang preemption could not help yet may preempt once a victim's exemption ends.
+    top = max((by_name[g].priority for g in tried if g not in placed), default=None)
+    if top is not None:
+        ends = (r.started_at + config.preemption_exempt_s for r in preemptible if r.gang.priority < top)
+        retry += [end for end in ends if end > snapshot.now]
+    return plan.Plan(dict(placed), evictions, waiting, stats, min(retry, default=None))
 
 
 def _best_possible(queue: Sequence[workload.Gang], placed: dict, score: objective.Score) -> bool:

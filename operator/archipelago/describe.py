@@ -26,6 +26,7 @@ HINTS: dict[str, str] = {
     Code.NODE_FRAGMENTED: "free cards are spread so no node holds a pod; smaller pods would fit now",
     Code.PREEMPTION_INSUFFICIENT: "even evicting every lower-priority preemptible gang would not make room",
     Code.PREEMPTION_DELAYED: "capacity may free by itself; it preempts if still waiting after the preemption delay",
+    Code.PREEMPTION_EXEMPT: "the gangs it would preempt have only just started; it preempts once their exemption ends",
     Code.HELD_FOR_HIGHER_PRIORITY: "higher-priority (or earlier) gangs took the room; it is next in the queue",
     Reason.PREEMPTING: "lower-priority gangs are checkpointing; it starts when their grace period ends",
     Reason.UNKNOWN_PRIORITY_CLASS: "create the PriorityClass or fix spec.priorityClassName",

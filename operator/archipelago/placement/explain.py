@@ -40,10 +40,12 @@ def reason(
     *,
     preemption_tried: bool,
     preemption_delay_s: float | None = None,
+    preemption_exempt_s: float = 0.0,
 ) -> plan.Wait:
     """Why ``gang`` waits, given the state ``before`` this cycle's plan and ``after`` it.
 
     ``preemption_delay_s``: set when the gang could preempt but has not waited that long yet.
+    ``preemption_exempt_s``: ``Config.preemption_exempt_s``, to tell victims not yet preemptible.
 
     ``before`` is used for a tentative placement and is left as it was.
     """
@@ -73,10 +75,13 @@ def reason(
             "(higher priority, or equal priority and earlier) took it this cycle",
         )
     free = after.whole  # wholly free cards per node
-    victims = {pod for r in preempt.candidates(snapshot.running, gang, ()) for pod in r.pods}
-    held = _held(after.ledger, victims)
+    victims = preempt.candidates(snapshot.running, gang, ())
+    held = _held(after.ledger, {pod for r in victims for pod in r.pods})
     now = int(free[need.nodes].sum())
     total = int(held[need.nodes].sum())  # held by victims on matching nodes
+    eligible = preempt.candidates(snapshot.running, gang, (), now=snapshot.now, exempt_s=preemption_exempt_s)
+    exempt = {pod for r in victims for pod in r.pods} - {pod for r in eligible for pod in r.pods}
+    exempt_total = int(_held(after.ledger, exempt)[need.nodes].sum())
     if preemption_delay_s is not None and total:
         return _wait(
             gang,
@@ -86,6 +91,14 @@ def reason(
             f"{preemption_delay_s:g} s",
         )
     if now < need.cards:
+        if exempt_total and preemption_tried and now + total >= need.cards:
+            return _wait(
+                gang,
+                Code.PREEMPTION_EXEMPT,
+                f"needs {need.what}; {now}{need.unit} are free and {total} held by lower-priority "
+                f"preemptible gangs, {exempt_total} of them by gangs that have run less than "
+                f"{preemption_exempt_s:g} s, which are exempt from preemption until then",
+            )
         if held.any() and preemption_tried:
             return _wait(
                 gang,

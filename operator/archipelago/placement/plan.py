@@ -58,6 +58,13 @@ class Config:
     ``preemption.delay`` does the same, with the same 30 s default (YUNIKORN-1464). 0 preempts
     in the first cycle that finds a gang waiting.
     """
+    preemption_exempt_s: float = 0.0
+    """Seconds a gang runs, from its latest start, before it may be preempted: Slurm's
+    ``PreemptExemptTime``. Without it a restarted preemptible gang, whose lost work is near zero,
+    is at once the cheapest victim again and may be evicted over and over (on the A100 share of
+    the gang replay one spot gang was evicted six times; BENCHMARKS.md, section 4). 0: at any
+    time.
+    """
     queueing: Queueing = Queueing.MOST_CARDS
 
     def __post_init__(self) -> None:
@@ -67,6 +74,8 @@ class Config:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.preemption_delay_s < 0:
             raise ValueError(f"preemption_delay_s must not be negative seconds, got {self.preemption_delay_s}")
+        if self.preemption_exempt_s < 0:
+            raise ValueError(f"preemption_exempt_s must not be negative seconds, got {self.preemption_exempt_s}")
         if not isinstance(self.queueing, Queueing):  # its value, as the command line and Helm spell it
             if self.queueing not in {q.value for q in Queueing}:
                 choices = ", ".join(q.value for q in Queueing)
@@ -128,6 +137,9 @@ class ReasonCode(enum.StrEnum):
     """Even evicting every lower-priority preemptible gang would not make room."""
     PREEMPTION_DELAYED = "PreemptionDelayed"
     """Lower-priority preemptible gangs hold room, but the gang has not waited ``Config.preemption_delay_s``."""
+    PREEMPTION_EXEMPT = "PreemptionExempt"
+    """Evicting lower-priority preemptible gangs would make room, but some of those needed have run
+    less than ``Config.preemption_exempt_s``."""
     HELD_FOR_HIGHER_PRIORITY = "HeldForHigherPriority"
     """It would fit an empty queue, but gangs of higher (or equal, earlier) priority took the room."""
 

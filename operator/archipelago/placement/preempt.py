@@ -10,7 +10,8 @@ For one pending gang the search builds a small CP-SAT model over the nodes it ma
   group where the model's rules are strict), and the gang's pods of ``s`` cards or more use
   no more slots than that; cpu, memory and milli-cards likewise.
 
-Victims are running, ``preemptible`` gangs of strictly lower priority. The cost is the work
+Victims are running, ``preemptible`` gangs of strictly lower priority that have run at least
+``Config.preemption_exempt_s`` since their latest start. The cost is the work
 thrown away: for every released pod, its cards times the seconds since the gang started or
 last checkpointed (card-seconds), plus a tie-break of one per gang evicted whole, so among
 equal losses fewer victims win. The model minimises that cost, so the set is minimal in cost
@@ -53,12 +54,24 @@ class Outcome:
     status: str
 
 
-def candidates(running: Mapping[str, plan.Running], gang: workload.Gang, spared: Collection[str]) -> list[plan.Running]:
-    """Running gangs ``gang`` may preempt: preemptible, lower priority, not in ``spared``."""
+def candidates(
+    running: Mapping[str, plan.Running],
+    gang: workload.Gang,
+    spared: Collection[str],
+    *,
+    now: float = math.inf,
+    exempt_s: float = 0.0,
+) -> list[plan.Running]:
+    """Running gangs ``gang`` may preempt at ``now`` (s): preemptible, lower priority, not in
+    ``spared``, and started at least ``exempt_s`` seconds before ``now`` (``Config.preemption_exempt_s``)."""
     return [
         r
         for name, r in sorted(running.items())
-        if r.gang.preemptible and r.gang.priority < gang.priority and name not in spared and r.pods
+        if r.gang.preemptible
+        and r.gang.priority < gang.priority
+        and name not in spared
+        and r.pods
+        and now - r.started_at >= exempt_s
     ]
 
 
@@ -80,7 +93,7 @@ def search(
     """
     started = time.perf_counter()
     ledger = state.ledger
-    victims = candidates(snapshot.running, gang, spared)
+    victims = candidates(snapshot.running, gang, spared, now=snapshot.now, exempt_s=config.preemption_exempt_s)
     if not victims:
         return None
     holdings = {v.gang.name: [a for a in (ledger.get(pod) for pod in v.pods) if a is not None] for v in victims}

@@ -90,7 +90,8 @@ class Result:
     label level; an unlabelled node is an island of its own. ``queue_delay_*``: from arrival
     to first start; a gang that never started counts with its wait until ``end_s``, the last
     event (so it is a lower bound).
-    ``preemptions``: whole-gang evictions; ``shrinks``: elastic gangs that lost pods;
+    ``preemptions``: whole-gang evictions, of ``gangs_preempted`` distinct gangs, one of them
+    ``preemptions_max_per_gang`` times; ``shrinks``: elastic gangs that lost pods;
     ``lost_card_seconds``: as the scheduler reported it. ``cycle_ms_*``: wall time of the
     scheduler calls.
     """
@@ -105,6 +106,8 @@ class Result:
     queue_delay_mean_s: float
     queue_delay_p95_s: float
     preemptions: int
+    gangs_preempted: int
+    preemptions_max_per_gang: int
     shrinks: int
     lost_card_seconds: float
     cycles: int
@@ -204,6 +207,8 @@ def replay(
         queue_delay_mean_s=float(delays.mean()),
         queue_delay_p95_s=float(np.percentile(delays, 95)),
         preemptions=state.preemptions,
+        gangs_preempted=len(state.evicted),
+        preemptions_max_per_gang=max(state.evicted.values(), default=0),
         shrinks=state.shrinks,
         lost_card_seconds=state.lost_card_seconds,
         cycles=len(cycle_ms),
@@ -225,6 +230,7 @@ class _State:
         self.epoch: dict[str, int] = {}  # runs started per gang; a departure names the run it ends
         self.first_start: dict[str, float] = {}
         self.preemptions = self.shrinks = 0
+        self.evicted: collections.Counter[str] = collections.Counter()  # whole evictions per gang
         self.lost_card_seconds = 0.0
         self.placements = self.single = self.multi_node = self.multi_node_single = self.multi_node_fewest = 0
         levels = cluster.topology.levels
@@ -252,6 +258,7 @@ class _State:
                 self.finish(gang)
                 self.queue[gang] = self.arrivals[gang]  # back in line at its original place
                 self.preemptions += 1
+                self.evicted[gang] += 1
             else:
                 for pod in eviction.pods:
                     self.ledger.release(pod)

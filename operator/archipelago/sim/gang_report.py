@@ -22,6 +22,8 @@ FIGURES = (
     "queue_delay_mean_s",
     "queue_delay_p95_s",
     "preemptions",
+    "gangs_preempted",
+    "preemptions_max_per_gang",
     "shrinks",
     "lost_card_seconds",
     "cycles",
