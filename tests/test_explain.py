@@ -84,7 +84,8 @@ def test_a_gang_that_could_preempt_waits_out_the_preemption_delay_first():
     gang = make_gang(pods=1, cards=8, priority=10)  # queued at 0; the default delay is 30 s
     snapshot = make_snapshot(ledger, keep, spot, now=12.0)
 
-    early = cycle.run(snapshot, [gang], plan.Config(budget_s=0.5))
+    config = plan.Config(budget_s=0.5, preemption_exempt_s=0)
+    early = cycle.run(snapshot, [gang], config)
     assert not early.evictions and early.retry_at == 30.0
     wait = early.waiting["g"]
     assert wait.code is Code.PREEMPTION_DELAYED
@@ -92,7 +93,7 @@ def test_a_gang_that_could_preempt_waits_out_the_preemption_delay_first():
         "needs 8 x H800; 0 x H800 are free and 8 held by lower-priority preemptible gangs; "
         "preemption is considered once it has waited 30 s"
     )
-    later = cycle.run(dataclasses.replace(snapshot, now=30.0), [gang], plan.Config(budget_s=0.5))
+    later = cycle.run(dataclasses.replace(snapshot, now=30.0), [gang], config)
     assert [e.gang for e in later.evictions] == ["spot"] and "g" in later.placed and later.retry_at is None
 
 
@@ -106,7 +107,8 @@ def test_a_gang_whose_victims_have_only_just_started_waits_out_their_exemption()
     snapshot = make_snapshot(ledger, keep, old, young, now=100.0)
     exempt = plan.Config(budget_s=0.5, preemption_exempt_s=60)
 
-    assert {e.gang for e in cycle.run(snapshot, [gang], plan.Config(budget_s=0.5)).evictions} == {"old", "young"}
+    none = plan.Config(budget_s=0.5, preemption_exempt_s=0)
+    assert {e.gang for e in cycle.run(snapshot, [gang], none).evictions} == {"old", "young"}
     early = cycle.run(snapshot, [gang], exempt)
     assert not early.evictions and early.retry_at == 150.0  # when "young" has run 60 s
     wait = early.waiting["g"]

@@ -24,7 +24,7 @@ from archipelago.placement import plan, validate
 from tests.builders import make_cluster, make_ledger, make_node, occupy
 from tests.gang_builders import describe, make_allocations, make_gang, make_running, make_snapshot
 
-CONFIG = plan.Config(budget_s=1.0, seed=0)
+CONFIG = plan.Config(budget_s=1.0, seed=0, preemption_exempt_s=0)  # the oracles know no exemption
 EXAMPLES = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NOW = 100.0
 

@@ -159,7 +159,8 @@ def test_an_evicted_gang_is_requeued_and_redoes_its_whole_duration(scheduler):
     urgent = arrive(make_gang(name="urgent", pods=1, cards=8, priority=1000), at=10, runs=50)
     after = arrive(make_gang(name="after", pods=1, cards=8), at=65, runs=10)
 
-    result = gang_replay.replay([spot, urgent, after], cluster, scheduler, config=plan.Config(preemption_delay_s=0))
+    config = plan.Config(preemption_delay_s=0, preemption_exempt_s=0)
+    result = gang_replay.replay([spot, urgent, after], cluster, scheduler, config=config)
 
     # spot restarts at 60 when urgent leaves and runs its full 100 s again, so after waits until 160
     assert result.first_start == {"spot": 0, "urgent": 10, "after": 160}
@@ -190,7 +191,8 @@ def test_a_gang_preempts_once_its_delay_is_over_even_when_no_event_falls_then():
     spot = arrive(make_gang(name="spot", pods=1, cards=8, preemptible=True), at=0, runs=100)
     urgent = arrive(make_gang(name="urgent", pods=1, cards=8, priority=1000), at=10, runs=50)
 
-    result = gang_replay.replay([spot, urgent], cluster, "archipelago", config=plan.Config(preemption_delay_s=25))
+    config = plan.Config(preemption_delay_s=25, preemption_exempt_s=0)
+    result = gang_replay.replay([spot, urgent], cluster, "archipelago", config=config)
 
     # urgent may preempt at 35, when nothing else happens; spot then reruns 100 s from 85
     assert result.first_start == {"spot": 0, "urgent": 35}

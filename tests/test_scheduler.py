@@ -43,7 +43,8 @@ class Recorder:
 
 
 def loop(inputs: list[scheduler.Inputs], recorder: Recorder) -> scheduler.Scheduler:
-    settings = config.Operator(cycle=plan.Config(budget_s=0.5), metrics_port=None)
+    # Preempt at once (the exemption is a policy, tested in tests/test_explain.py): these tests follow the actuation.
+    settings = config.Operator(cycle=plan.Config(budget_s=0.5, preemption_exempt_s=0), metrics_port=None)
     return scheduler.Scheduler(lambda: inputs[0], recorder, settings)
 
 

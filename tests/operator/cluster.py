@@ -22,7 +22,7 @@ NAMESPACE = "team-a"
 PLURALS = {k.kind: k.plural for k in resources.KINDS}
 """Kind to plural, for the custom objects API."""
 FAST = config.Operator(
-    cycle=plan.Config(budget_s=0.3, preemption_delay_s=3.0),
+    cycle=plan.Config(budget_s=0.3, preemption_delay_s=3.0, preemption_exempt_s=0),
     resync_s=0.5,
     settle_s=0.05,
     metrics_port=None,
