@@ -53,7 +53,6 @@ HELM_VALUES = {
     "image.tag": IMAGE_TAG,
     "image.pullPolicy": "Never",  # loaded by `kind load`; a pull could only fail
     "scheduler.preemptionDelaySeconds": "2",  # the default 30 s would only slow the preemption test
-    "scheduler.preemptionExemptSeconds": "0",  # so would the default 60-s exemption of a just-started victim
 }
 ISLAND = "archipelago.dev/island"
 DEADLINE = 180.0

@@ -254,7 +254,7 @@ def test_a_preemption_delay_is_passed_on(chart):
 
 
 def test_a_preemption_exemption_is_passed_on(chart):
-    assert run_options(args(render(chart)))["preemption_exempt"] == 60.0
+    assert run_options(args(render(chart)))["preemption_exempt"] == 0.0
     arguments = args(render(chart, scheduler={"preemptionExemptSeconds": 120}))
     assert follows(arguments, "--preemption-exempt") == "120"
     assert run_options(arguments)["preemption_exempt"] == 120.0

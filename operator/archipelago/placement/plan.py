@@ -58,14 +58,14 @@ class Config:
     ``preemption.delay`` does the same, with the same 30 s default (YUNIKORN-1464). 0 preempts
     in the first cycle that finds a gang waiting.
     """
-    preemption_exempt_s: float = 60.0
+    preemption_exempt_s: float = 0.0
     """Seconds a gang runs, from its latest start, before it may be preempted: Slurm's
-    ``PreemptExemptTime`` (whose default is none). Without it a gang that has just (re)started,
-    whose lost work is near zero, is the cheapest victim and may be evicted over and over,
-    before it has even finished starting (on the A100 share of the gang replay, one spot gang
-    six times). 0: at any time. The default of 60 s is our choice, made after replaying 0, 60
-    and 300 s (BENCHMARKS.md, section 4): on the whole spot-GPU list 60 s lowered the mean and
-    p95 queueing delay and kept the one-island share.
+    ``PreemptExemptTime``. Without it a gang that has just (re)started, whose lost work is near
+    zero, is the cheapest victim and may be evicted over and over, before it has even finished
+    starting (on the A100 share of the gang replay, one spot gang six times). 0 (the default,
+    as Slurm's): at any time. On the gang replay 60 s lowered the mean queueing delay but also
+    the share of gangs in one island on most replays (BENCHMARKS.md, section 4), and the
+    objective puts islands first, so it is not the default.
     """
     queueing: Queueing = Queueing.MOST_CARDS
 
