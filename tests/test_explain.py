@@ -18,6 +18,16 @@ def _wait(ledger, *pending, running=(), now=0.0) -> dict[str, plan.Wait]:
     return result.waiting
 
 
+def _waits_then_retries(snapshot, gang, config, code, message) -> tuple[float, plan.Plan]:
+    """Check that the cycle at ``snapshot`` evicts nobody and leaves ``gang`` waiting with ``code``
+    and ``message``; return the retry time it asks for and the plan of the cycle then."""
+    early = cycle.run(snapshot, [gang], config)
+    wait = early.waiting[gang.name]
+    assert not early.evictions and (wait.code, wait.message) == (code, message)
+    assert early.retry_at is not None
+    return early.retry_at, cycle.run(dataclasses.replace(snapshot, now=early.retry_at), [gang], config)
+
+
 def _two_islands(cards: int = 8, model: str = "H800"):
     return make_ledger(
         make_cluster(
@@ -84,16 +94,15 @@ def test_a_gang_that_could_preempt_waits_out_the_preemption_delay_first():
     gang = make_gang(pods=1, cards=8, priority=10)  # queued at 0; the default delay is 30 s
     snapshot = make_snapshot(ledger, keep, spot, now=12.0)
 
-    config = plan.Config(budget_s=0.5, preemption_exempt_s=0)
-    early = cycle.run(snapshot, [gang], config)
-    assert not early.evictions and early.retry_at == 30.0
-    wait = early.waiting["g"]
-    assert wait.code is Code.PREEMPTION_DELAYED
-    assert wait.message == (
+    retry_at, later = _waits_then_retries(
+        snapshot,
+        gang,
+        plan.Config(budget_s=0.5),
+        Code.PREEMPTION_DELAYED,
         "needs 8 x H800; 0 x H800 are free and 8 held by lower-priority preemptible gangs; "
-        "preemption is considered once it has waited 30 s"
+        "preemption is considered once it has waited 30 s",
     )
-    later = cycle.run(dataclasses.replace(snapshot, now=30.0), [gang], config)
+    assert retry_at == 30.0
     assert [e.gang for e in later.evictions] == ["spot"] and "g" in later.placed and later.retry_at is None
 
 
@@ -105,19 +114,17 @@ def test_a_gang_whose_victims_have_only_just_started_waits_out_their_exemption()
     young = make_running(ledger, dataclasses.replace(spot, name="young"), ("b1", [4, 5, 6, 7]), started_at=90.0)
     gang = make_gang(pods=1, cards=8, priority=10)  # queued at 0: it has waited out the preemption delay
     snapshot = make_snapshot(ledger, keep, old, young, now=100.0)
-    exempt = plan.Config(budget_s=0.5, preemption_exempt_s=60)
 
-    none = plan.Config(budget_s=0.5, preemption_exempt_s=0)
-    assert {e.gang for e in cycle.run(snapshot, [gang], none).evictions} == {"old", "young"}
-    early = cycle.run(snapshot, [gang], exempt)
-    assert not early.evictions and early.retry_at == 150.0  # when "young" has run 60 s
-    wait = early.waiting["g"]
-    assert wait.code is Code.PREEMPTION_EXEMPT
-    assert wait.message == (
+    assert {e.gang for e in cycle.run(snapshot, [gang], plan.Config(budget_s=0.5)).evictions} == {"old", "young"}
+    retry_at, later = _waits_then_retries(
+        snapshot,
+        gang,
+        plan.Config(budget_s=0.5, preemption_exempt_s=60),
+        Code.PREEMPTION_EXEMPT,
         "needs 8 x H800; 0 x H800 are free and 8 held by lower-priority preemptible gangs, 4 of them "
-        "by gangs that have run less than 60 s, which are exempt from preemption until then"
+        "by gangs that have run less than 60 s, which are exempt from preemption until then",
     )
-    later = cycle.run(dataclasses.replace(snapshot, now=150.0), [gang], exempt)
+    assert retry_at == 150.0  # when "young" has run 60 s
     assert {e.gang for e in later.evictions} == {"old", "young"} and "g" in later.placed
 
 

@@ -160,8 +160,8 @@ def solve(
     hinted = _hint_counts(state, units, hint)
     # Dropping a kept gang costs more than every waiting gang is worth.
     keep = kept(units, hint) if config.queueing is plan.Queueing.BEST_EFFORT_FIFO else set()
-    waiting_worth = sum(item.weight * objective.units(g) for item in units for g in item.gangs if g.name not in hint)
-    keep_penalty = 1 + waiting_worth if keep else 0
+    waiting = (item.weight * objective.units(g) for item in units for g in item.gangs if g.name not in hint)
+    keep_penalty = 1 + sum(waiting) if keep else 0
     kept_count = 0
     for n, item in enumerate(units):
         gang_vars: list[dict[int, cp_model.IntVar]] = []
