@@ -133,7 +133,7 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     # A gang preemption could not help yet may preempt once a victim's exemption ends.
     top = max((by_name[g].priority for g in tried if g not in placed), default=None)
     if top is not None:
-        ends = (r.started_at + config.preemption_exempt_s for r in preemptible if r.gang.priority < top)
+        ends = (preempt.exempt_until(r, config.preemption_exempt_s) for r in preemptible if r.gang.priority < top)
         retry += [end for end in ends if end > snapshot.now]
     return plan.Plan(dict(placed), evictions, waiting, stats, min(retry, default=None))
 

@@ -75,12 +75,12 @@ def reason(
             "(higher priority, or equal priority and earlier) took it this cycle",
         )
     free = after.whole  # wholly free cards per node
-    victims = preempt.candidates(snapshot.running, gang, ())
-    held = _held(after.ledger, {pod for r in victims for pod in r.pods})
+    victims = {pod for r in preempt.candidates(snapshot.running, gang, ()) for pod in r.pods}
+    held = _held(after.ledger, victims)
     now = int(free[need.nodes].sum())
     total = int(held[need.nodes].sum())  # held by victims on matching nodes
     eligible = preempt.candidates(snapshot.running, gang, (), now=snapshot.now, exempt_s=preemption_exempt_s)
-    exempt = {pod for r in victims for pod in r.pods} - {pod for r in eligible for pod in r.pods}
+    exempt = victims - {pod for r in eligible for pod in r.pods}
     exempt_total = int(_held(after.ledger, exempt)[need.nodes].sum())
     if preemption_delay_s is not None and total:
         return _wait(

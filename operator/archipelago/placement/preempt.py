@@ -54,6 +54,12 @@ class Outcome:
     status: str
 
 
+def exempt_until(running: plan.Running, exempt_s: float) -> float:
+    """When (s) ``running`` may first be preempted: ``exempt_s`` (``Config.preemption_exempt_s``)
+    after its latest start."""
+    return running.started_at + exempt_s
+
+
 def candidates(
     running: Mapping[str, plan.Running],
     gang: workload.Gang,
@@ -71,7 +77,7 @@ def candidates(
         and r.gang.priority < gang.priority
         and name not in spared
         and r.pods
-        and now - r.started_at >= exempt_s
+        and exempt_until(r, exempt_s) <= now
     ]
 
 
