@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import pathlib
 import platform
 import sys
@@ -53,28 +54,21 @@ def one_model(cluster, arrivals, model: str):
     return gangs.island_cluster(mine), kept
 
 
-def one_seed(
-    cluster,
-    seed: int,
-    count: int,
-    period: float,
-    delay: float,
-    preemption: bool = True,
-    model: str | None = None,
-    queueing: plan.Queueing = plan.Config.queueing,
-    exempt: float = plan.Config.preemption_exempt_s,
-) -> list[str]:
+def one_seed(cluster, seed: int, count: int, period: float, config: plan.Config, model: str | None = None) -> list[str]:
+    """The tables of one seed; every scheduler's cycles get ``config`` with this seed."""
+    config = dataclasses.replace(config, seed=seed)
     arrivals = gangs.generate(seed, gangs=count, cluster=cluster, load=1.2)
     title = f"{count} gangs"
     if model is not None:
         cluster, arrivals = one_model(cluster, arrivals, model)
         title = f"the {len(arrivals)} {model} gangs of {count}, on its {cluster.total_cards:,} cards,"
     offered = gangs.offered_load(arrivals, cluster)
-    preempting = f"preemption delay {delay:g} s" if preemption else "Archipelago's preemption off"
-    if preemption and exempt:
+    delay, exempt = config.preemption_delay_s, config.preemption_exempt_s
+    preempting = f"preemption delay {delay:g} s" if config.preemption else "Archipelago's preemption off"
+    if config.preemption and exempt:
         preempting += f", none within a gang's first {exempt:g} s"
-    if queueing is not plan.Config.queueing:
-        preempting += f", Archipelago's queueing {queueing.value}"
+    if config.queueing is not plan.Config.queueing:
+        preempting += f", Archipelago's queueing {config.queueing.value}"
     rows = [
         f"**Seed {seed}**: {title} offering {offered:.2f}x the cards, a cycle every {period:g} s, {preempting}",
         "",
@@ -86,19 +80,7 @@ def one_seed(
     repeats: list[str] = []
     for name in gang_replay.SCHEDULERS:
         started = time.perf_counter()
-        r = gang_replay.replay(
-            arrivals,
-            cluster,
-            name,
-            config=plan.Config(
-                seed=seed,
-                preemption_delay_s=delay,
-                preemption=preemption,
-                preemption_exempt_s=exempt,
-                queueing=queueing,
-            ),
-            period_s=period,
-        )
+        r = gang_replay.replay(arrivals, cluster, name, config=config, period_s=period)
         wall = time.perf_counter() - started
         island, fewest = (
             "-" if p is None else f"{p:.1f}" for p in (r.gangs_single_island_pct, r.gangs_fewest_islands_pct)
@@ -166,21 +148,14 @@ def main() -> None:
         f"{platform.python_version()}, {platform.machine()})",
         "",
     ]
+    config = plan.Config(
+        preemption=not args.no_preemption,
+        preemption_delay_s=args.preemption_delay,
+        preemption_exempt_s=args.preemption_exempt,
+        queueing=args.queueing,
+    )
     for seed in (int(s) for s in args.seeds.split(",")):
-        lines += [
-            *one_seed(
-                cluster,
-                seed,
-                args.gangs,
-                args.period,
-                args.preemption_delay,
-                not args.no_preemption,
-                args.model,
-                args.queueing,
-                args.preemption_exempt,
-            ),
-            "",
-        ]
+        lines += [*one_seed(cluster, seed, args.gangs, args.period, config, args.model), ""]
     text = "\n".join(lines)
     if args.out:
         args.out.write_text(text + "\n")

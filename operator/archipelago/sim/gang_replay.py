@@ -206,7 +206,7 @@ def replay(
         gangs_fewest_islands_pct=_pct(state.multi_node_fewest, state.multi_node),
         queue_delay_mean_s=float(delays.mean()),
         queue_delay_p95_s=float(np.percentile(delays, 95)),
-        preemptions=state.preemptions,
+        preemptions=sum(state.evicted.values()),
         gangs_preempted=len(state.evicted),
         preemptions_max_per_gang=max(state.evicted.values(), default=0),
         shrinks=state.shrinks,
@@ -229,7 +229,7 @@ class _State:
         self.running: dict[str, plan.Running] = {}
         self.epoch: dict[str, int] = {}  # runs started per gang; a departure names the run it ends
         self.first_start: dict[str, float] = {}
-        self.preemptions = self.shrinks = 0
+        self.shrinks = 0
         self.evicted: collections.Counter[str] = collections.Counter()  # whole evictions per gang
         self.lost_card_seconds = 0.0
         self.placements = self.single = self.multi_node = self.multi_node_single = self.multi_node_fewest = 0
@@ -257,7 +257,6 @@ class _State:
                 gang = running.gang.name
                 self.finish(gang)
                 self.queue[gang] = self.arrivals[gang]  # back in line at its original place
-                self.preemptions += 1
                 self.evicted[gang] += 1
             else:
                 for pod in eviction.pods:
