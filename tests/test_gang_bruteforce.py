@@ -350,3 +350,32 @@ def test_most_cards_runs_the_larger_of_two_gangs_of_one_priority_when_one_fits(s
     assert len(result.placed) == 1
     if first.cards != second.cards:
         assert set(result.placed) == {max((first, second), key=lambda g: g.cards).name}
+
+
+@st.composite
+def crowds(draw):
+    """A ledger, a gang "big" queued first that fits alone, and two or three gangs queued after
+    it, of fewer cards in all, that fit together but none of them beside "big"."""
+    ledger = draw(busy_ledgers(model="H800", nodes=(1, 2)))
+    shapes = [(n, c) for n in range(1, 5) for c in (1, 2, 4, 8)]
+    chosen = draw(st.lists(st.sampled_from([(n, c) for n, c in shapes if n * c <= 4]), min_size=2, max_size=3))
+    small = [make_gang(name=f"s{j}", pods=n, cards=c, priority=1, queued_at=1.0 + j) for j, (n, c) in enumerate(chosen)]
+    assume(fits(ledger, [p for g in small for p in g.pods()]))
+    larger = [
+        make_gang(name="big", pods=n, cards=c, priority=1) for n, c in shapes if n * c > sum(g.cards for g in small)
+    ]
+    alone = [
+        g for g in larger if fits(ledger, g.pods()) and not any(fits(ledger, [*g.pods(), *s.pods()]) for s in small)
+    ]
+    assume(alone)
+    return ledger, draw(st.sampled_from(alone)), small
+
+
+@settings(EXAMPLES, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(scene=crowds())
+def test_most_gangs_runs_the_many_smaller_gangs_of_one_priority_in_place_of_one_larger(scene):
+    ledger, big, small = scene
+    note(f"big {big.cards} cards, the others {[g.cards for g in small]}")
+    most = dataclasses.replace(CONFIG, queueing=plan.Queueing.MOST_GANGS)
+    result = run(make_snapshot(ledger), [big, *small], most)
+    assert set(result.placed) == {g.name for g in small}

@@ -164,28 +164,30 @@ def test_victims_are_those_past_their_exemption_and_are_needed(scene, exempt):
     assert {w.code for w in result.waiting.values()} <= codes, result.waiting
 
 
+@pytest.mark.parametrize("queueing", plan.Queueing)
 @EXAMPLES
 @given(scene=scenes())
-def test_the_solver_never_places_less_than_its_greedy_hint(scene):
+def test_the_solver_never_places_less_than_its_greedy_hint(queueing, scene):
     snapshot, pending = scene
     note(describe(snapshot))
-    result = cycle.run(snapshot, pending, CONFIG)
+    result = cycle.run(snapshot, pending, dataclasses.replace(CONFIG, queueing=queueing))
     if result.stats.used == "solver":
         assert result.stats.solver_objective >= result.stats.greedy_objective
 
 
+@pytest.mark.parametrize("queueing", plan.Queueing)
 @EXAMPLES
 @given(scene=scenes())
-def test_no_gang_left_waiting_fits_what_the_plan_leaves_free(scene):
+def test_no_gang_left_waiting_fits_what_the_plan_leaves_free(queueing, scene):
     """Work conservation: the cycle never idles capacity a waiting gang could use now."""
     snapshot, pending = scene
     note(describe(snapshot))
-    result = cycle.run(snapshot, pending, dataclasses.replace(CONFIG, preemption=False))
+    result = cycle.run(snapshot, pending, dataclasses.replace(CONFIG, preemption=False, queueing=queueing))
     after = snapshot.ledger.copy()
     for allocations in result.placed.values():
         for allocation in allocations:
             after.allocate(allocation)
-    queue = greedy.order(pending)
+    queue = greedy.order(pending, queueing)
     state = pools.State(after, pools.avoid_of(queue))
     fitting = [g.name for g in queue if g.name not in result.placed and greedy.place(state, g) is not None]
     assert fitting == [], f"left waiting although they fit ({result.stats.used} plan)"

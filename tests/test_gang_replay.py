@@ -446,5 +446,7 @@ def test_the_queueing_strategy_and_the_exemption_reach_every_cycle_and_bad_ones_
     result = simulate("--workload", "gangs", "--gangs", "10", "--queueing", "StrictFIFO")
     assert result.exit_code == 2 and "--queueing" in result.output and "BestEffortFIFO" in result.output
     assert plan.Config(queueing="BestEffortFIFO").queueing is plan.Queueing.BEST_EFFORT_FIFO
-    with pytest.raises(ValueError, match="queueing must be one of MostCards, BestEffortFIFO, got 'StrictFIFO'"):
+    with pytest.raises(
+        ValueError, match="queueing must be one of MostCards, BestEffortFIFO, MostGangs, got 'StrictFIFO'"
+    ):
         plan.Config(queueing="StrictFIFO")

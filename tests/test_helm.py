@@ -260,11 +260,15 @@ def test_a_preemption_exemption_is_passed_on(chart):
     assert run_options(arguments)["preemption_exempt"] == 120.0
 
 
-def test_the_queueing_strategy_is_passed_on(chart):
-    assert run_options(args(render(chart)))["queueing"] is plan.Queueing.MOST_CARDS
-    arguments = args(render(chart, scheduler={"queueingStrategy": "BestEffortFIFO"}))
-    assert follows(arguments, "--queueing") == "BestEffortFIFO"
-    assert run_options(arguments)["queueing"] is plan.Queueing.BEST_EFFORT_FIFO
+def test_the_default_queueing_strategy_is_the_schedulers(chart):
+    assert run_options(args(render(chart)))["queueing"] is plan.Config.queueing
+
+
+@pytest.mark.parametrize("strategy", plan.Queueing)
+def test_every_queueing_strategy_is_passed_on(chart, strategy):
+    arguments = args(render(chart, scheduler={"queueingStrategy": strategy.value}))
+    assert follows(arguments, "--queueing") == strategy.value
+    assert run_options(arguments)["queueing"] is strategy
 
 
 def test_preemption_off_is_no_preemption(chart):

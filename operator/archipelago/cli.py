@@ -76,7 +76,8 @@ def _queueing(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         type=click.Choice([q.value for q in plan_.Queueing]),
         callback=lambda _ctx, _param, value: plan_.Queueing(value),
         help=f"{what}which gangs of one priority start first when not all fit: MostCards, the plan with "
-        "the most cards; BestEffortFIFO, queue order with later gangs filling in (as Kueue's).",
+        "the most cards; BestEffortFIFO, queue order with later gangs filling in (as Kueue's); MostGangs, "
+        "the plan with the most gangs, smallest first.",
     )
 
 

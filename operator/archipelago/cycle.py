@@ -3,7 +3,8 @@
 The operator and the simulator both call ``run``; it reads nothing global (the clock comes
 in the snapshot) and never mutates the snapshot. Steps:
 
-1. order the queue (priority, then arrival);
+1. order the queue (priority, then arrival; under ``plan.Queueing.MOST_GANGS`` priority,
+   then fewer cards, then arrival);
 2. place greedily on a private copy of the ledger: the hint and the fallback;
 3. improve with CP-SAT in the time left, unless the greedy plan is already best possible,
    and keep whichever plan scores better (``objective.Score``); with
@@ -39,19 +40,19 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     stats = plan.Stats()
 
     # 1. The queue.
-    queue = greedy.order(pending)
+    queue = greedy.order(pending, config.queueing)
     names = [g.name for g in queue]
     if len(set(names)) != len(names) or set(names) & snapshot.running.keys():
         raise ValueError("pending gangs must have distinct names that are not running")
     by_name = {g.name: g for g in queue}
-    weights = objective.tier_weights(queue)
+    weights = objective.tier_weights(queue, config.queueing)
 
     # 2. The greedy plan: hint and fallback.
     base = pools.State(snapshot.ledger.copy(), pools.avoid_of(queue))  # the pool sums, computed once and copied
     hint_state = base.copy()
     placed = greedy.run(hint_state, queue)
     state = hint_state
-    best = objective.score(snapshot.ledger, by_name, placed, weights)
+    best = objective.score(snapshot.ledger, by_name, placed, weights, config.queueing)
     stats.greedy_objective = stats.solver_objective = best.value
     stats.greedy_seconds = time.perf_counter() - started
 
@@ -66,8 +67,8 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
         stats.solver_status, stats.variables = solution.status, solution.variables
         stats.build_seconds, stats.solve_seconds = solution.build_seconds, solution.solve_seconds
         if solution.counts:
-            decoded = model.decode(solver_state, units, solution)
-            score = objective.score(snapshot.ledger, by_name, decoded, weights)
+            decoded = model.decode(solver_state, units, solution, config.queueing)
+            score = objective.score(snapshot.ledger, by_name, decoded, weights, config.queueing)
             stats.solver_objective = score.value
             # BestEffortFIFO: within a priority the queue order stands, so a plan that drops a
             # gang the greedy plan admitted, with no higher-priority gang waiting, is not taken.

@@ -71,8 +71,8 @@ def reason(
         return _wait(
             gang,
             Code.HELD_FOR_HIGHER_PRIORITY,
-            f"needs {need.what}; it fits the free capacity, but gangs ahead of it in the queue "
-            "(higher priority, or equal priority and earlier) took it this cycle",
+            f"needs {need.what}; it fits the free capacity, but gangs of higher priority, or of equal "
+            "priority that the queueing strategy starts first, took it this cycle",
         )
     free = after.whole  # wholly free cards per node
     victims = {pod for r in preempt.candidates(snapshot.running, gang, ()) for pod in r.pods}

@@ -1,6 +1,7 @@
 """The greedy gang placer: the solver's hint, and the whole answer when time runs out.
 
-Gangs go in queue order: priority, then arrival, then larger first. Each gang is placed
+Gangs go in queue order: priority, then arrival, then larger first (under
+``plan.Queueing.MOST_GANGS``: priority, then fewer cards, then arrival). Each gang is placed
 tentatively on the working state and rolled back unless it is whole (at least
 ``min_member`` pods and each pod set's lower bound). Where a gang goes:
 
@@ -23,12 +24,15 @@ from collections.abc import Iterable, Sequence
 from archipelago import workload
 from archipelago.cluster import ledger as ledger_
 from archipelago.cluster import topology
-from archipelago.placement import fit, pools
+from archipelago.placement import fit, plan, pools
 from archipelago.policies import scoring
 
 
-def order(gangs: Iterable[workload.Gang]) -> list[workload.Gang]:
-    """Queue order: higher priority first, then earlier ``queued_at``, then more cards, then name."""
+def order(gangs: Iterable[workload.Gang], queueing: plan.Queueing = plan.Queueing.MOST_CARDS) -> list[workload.Gang]:
+    """Queue order: higher priority first, then earlier ``queued_at``, then more cards, then
+    name; under ``MOST_GANGS`` fewer cards come before earlier ``queued_at``."""
+    if queueing is plan.Queueing.MOST_GANGS:
+        return sorted(gangs, key=lambda g: (-g.priority, g.cards, g.queued_at, g.name))
     return sorted(gangs, key=lambda g: (-g.priority, g.queued_at, -g.cards, g.name))
 
 

@@ -15,6 +15,9 @@ within the pool's free ``s``-slots (exact for power-of-two pods, see ``fit.slots
 memory and milli-cards stay within the pool's free totals. A gang that requires one node or
 one link group enters as a single pod of all its cards.
 
+An admitted gang is worth its cards times its priority tier's weight, or the weight alone
+under ``plan.Queueing.MOST_GANGS`` (``objective.units``).
+
 With ``plan.Queueing.BEST_EFFORT_FIFO`` queue order stands within a priority: a gang the
 greedy hint admits stays admitted unless a gang of higher priority waits in the hint (``kept``).
 Otherwise admitted cards alone would let a later gang of the same priority displace an earlier
@@ -155,14 +158,16 @@ def solve(
     sizes = state.sizes
     per_pool: dict[int, list[tuple[_Part, cp_model.IntVar]]] = {}
     y: list[list[dict[int, cp_model.IntVar]]] = []
-    value_terms: list[tuple[cp_model.LinearExprT, int]] = []
+    value_terms: list[tuple[cp_model.LinearExprT, int, int]] = []  # (expression, coefficient, its bound)
     extra_terms: list[cp_model.LinearExprT] = []
     hinted = _hint_counts(state, units, hint)
     # Dropping a kept gang costs more than every waiting gang is worth.
     keep = kept(units, hint) if config.queueing is plan.Queueing.BEST_EFFORT_FIFO else set()
-    waiting = (item.weight * objective.units(g) for item in units for g in item.gangs if g.name not in hint)
+    waiting = (
+        item.weight * objective.units(g, config.queueing) for item in units for g in item.gangs if g.name not in hint
+    )
+    cards_count = objective.by_cards(config.queueing)
     keep_penalty = 1 + sum(waiting) if keep else 0
-    kept_count = 0
     for n, item in enumerate(units):
         gang_vars: list[dict[int, cp_model.IntVar]] = []
         admitted = None if item.merged else model.new_bool_var(f"a{n}")
@@ -181,24 +186,22 @@ def solve(
                     short = model.new_int_var(0, hinted_count, f"short{n}")
                     model.add(short >= hinted_count - total)
                     model.add_hint(short, 0)
-                    value_terms.append((short, -keep_penalty))
-                    kept_count += hinted_count
-                value_terms.append((total, item.weight * max(1, cards)))
+                    value_terms.append((short, -keep_penalty, hinted_count))
+                value_terms.append((total, item.weight * (max(1, cards) if cards_count else 1), part.count))
             else:
                 model.add(total >= part.lower * admitted)
                 model.add(total <= part.count * admitted)
-                if cards:
-                    value_terms.append((total, item.weight * cards))
+                if cards and cards_count:
+                    value_terms.append((total, item.weight * cards, part.count))
         if admitted is not None:
             placed_hint = int(any(hinted[n][r] for r in range(len(item.parts))))
             model.add_hint(admitted, placed_hint)
             if item.gang.name in keep:
-                value_terms.append((admitted, keep_penalty))
-                kept_count += 1
+                value_terms.append((admitted, keep_penalty, 1))
             if not item.whole_node:
                 model.add(sum(v for vs in gang_vars for v in vs.values()) >= item.gang.min_member * admitted)
-            if item.gang.cards == 0:
-                value_terms.append((admitted, item.weight))
+            if item.gang.cards == 0 or not cards_count:
+                value_terms.append((admitted, item.weight, 1))
             if item.depth is not None:
                 domains: dict[topology.DomainId, cp_model.IntVar] = {}
                 used = {state.pools[k].domain(item.depth) for rr in hinted[n] for k in rr if rr[k]}
@@ -221,9 +224,8 @@ def solve(
     max_extra = sum(len(item.parts[0].pools) for item in units if item.depth is not None and not item.required)
     k_extra = max_broken + 1
     k_value = config.island_penalty * max_extra * k_extra + max_broken + 1
-    max_value = sum(item.weight * part.count * max(1, part.pod.cards) for item in units for part in item.parts)
-    max_value += keep_penalty * kept_count
-    value = sum(coef * expr for expr, coef in value_terms)
+    max_value = sum(abs(coef) * bound for _, coef, bound in value_terms)
+    value = sum(coef * expr for expr, coef, _ in value_terms)
     if max_value * k_value > _INT64_SAFE:
         k_extra, k_value, broken_terms = 1, config.island_penalty * max_extra + 1, []
     model.maximize(k_value * value - config.island_penalty * k_extra * sum(extra_terms) - sum(broken_terms))
@@ -325,12 +327,18 @@ def _hint_counts(
     return out
 
 
-def decode(state: pools.State, units: Sequence[_Item], solution: Solution) -> dict[str, tuple[ledger_.Allocation, ...]]:
+def decode(
+    state: pools.State,
+    units: Sequence[_Item],
+    solution: Solution,
+    queueing: plan.Queueing = plan.Queueing.MOST_CARDS,
+) -> dict[str, tuple[ledger_.Allocation, ...]]:
     """Turn counts into allocations on ``state``: per pool, largest pods first, tightest node.
 
-    Gangs that do not decode whole are rolled back. Then every gang still out, in queue order,
-    is offered what is left by the greedy placer: those rolled back, and those the aggregate
-    model left out though they fit (it counts pools, not cards), so no fitting gang idles.
+    Gangs that do not decode whole are rolled back. Then every gang still out, in the queue
+    order of ``queueing``, is offered what is left by the greedy placer: those rolled back, and
+    those the aggregate model left out though they fit (it counts pools, not cards), so no
+    fitting gang idles.
     """
     work: dict[int, list[tuple[int, workload.Gang, workload.PodRequest]]] = {}
     whole_node: list[tuple[workload.Gang, int]] = []
@@ -377,5 +385,6 @@ def decode(state: pools.State, units: Sequence[_Item], solution: Solution) -> di
     for name in failed:
         state.undo(placed.pop(name, ()))
     out = {name: tuple(allocations) for name, allocations in placed.items()}
-    out.update(greedy.run(state, greedy.order(g for item in units for g in item.gangs if g.name not in out)))
+    left = (g for item in units for g in item.gangs if g.name not in out)
+    out.update(greedy.run(state, greedy.order(left, queueing)))
     return out

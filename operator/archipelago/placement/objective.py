@@ -2,9 +2,11 @@
 
 1. Admitted cards, each weighted by its gang's priority tier. Tier weights are lexicographic:
    one card of a tier outweighs every card of all lower tiers in the batch. With
-   ``plan.Queueing.BEST_EFFORT_FIFO``, queue order comes before cards within a tier: the
-   solver keeps the greedy plan's admissions of every priority no gang of higher priority
-   waits for (``model.kept``), so cards only decide among gangs the queue order leaves out.
+   ``plan.Queueing.MOST_GANGS`` a gang counts one unit whatever its cards, so the tier's
+   admitted gangs are counted instead. With ``plan.Queueing.BEST_EFFORT_FIFO``, queue order
+   comes before cards within a tier: the solver keeps the greedy plan's admissions of every
+   priority no gang of higher priority waits for (``model.kept``), so cards only decide among
+   gangs the queue order leaves out.
 2. Domains spanned beyond the first, for gangs with a ``preferred`` topology (at the
    island level when the gang names none).
 3. Whole nodes broken: free servers that pods smaller than a server had to start. Keeping
@@ -20,18 +22,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from archipelago import workload
 from archipelago.cluster import ledger as ledger_
 from archipelago.cluster import topology
+from archipelago.placement import plan
 
 
-def units(gang: workload.Gang) -> int:
-    """Cards a whole gang counts for (a gang without cards counts 1)."""
-    return max(1, gang.cards)
+def by_cards(queueing: plan.Queueing) -> bool:
+    """Whether an admitted gang is worth its cards (else one unit, under ``MOST_GANGS``)."""
+    return queueing is not plan.Queueing.MOST_GANGS
 
 
-def tier_weights(gangs: Iterable[workload.Gang]) -> dict[int, int]:
-    """Weight per priority value such that one card of a tier beats all cards of lower tiers."""
+def units(gang: workload.Gang, queueing: plan.Queueing = plan.Queueing.MOST_CARDS, cards: int | None = None) -> int:
+    """Units a gang counts for when admitted: its cards (``cards`` placed, if given; a gang
+    without cards counts 1), or 1 under ``MOST_GANGS``."""
+    return max(1, gang.cards if cards is None else cards) if by_cards(queueing) else 1
+
+
+def tier_weights(gangs: Iterable[workload.Gang], queueing: plan.Queueing = plan.Queueing.MOST_CARDS) -> dict[int, int]:
+    """Weight per priority value such that one unit of a tier beats all units of lower tiers."""
     totals: dict[int, int] = {}
     for g in gangs:
-        totals[g.priority] = totals.get(g.priority, 0) + units(g)
+        totals[g.priority] = totals.get(g.priority, 0) + units(g, queueing)
     weights: dict[int, int] = {}
     below = 0
     for priority in sorted(totals):
@@ -67,14 +76,16 @@ def score(
     gangs: Mapping[str, workload.Gang],
     placed: Mapping[str, Sequence[ledger_.Allocation]],
     weights: Mapping[int, int],
+    queueing: plan.Queueing = plan.Queueing.MOST_CARDS,
 ) -> Score:
-    """Score ``placed`` (gang name to allocations) against the state ``before`` it."""
+    """Score ``placed`` (gang name to allocations) against the state ``before`` it, with the
+    ``weights`` of ``tier_weights`` for the same ``queueing``."""
     cluster = before.cluster
     value = extra = 0
     used: dict[int, int] = {}
     for name, allocations in placed.items():
         gang = gangs[name]
-        value += weights[gang.priority] * max(1, sum(len(a.shares) for a in allocations))
+        value += weights[gang.priority] * units(gang, queueing, sum(len(a.shares) for a in allocations))
         depth = preferred_depth(cluster.topology, gang)
         if depth is not None:
             extra += len({cluster.path(a.node)[: depth + 1] for a in allocations}) - 1

@@ -29,6 +29,12 @@ class Queueing(enum.Enum):
     """Kueue's ``BestEffortFIFO``: gangs start in queue order (priority, then arrival), and a
     later gang that fits may start while an earlier one that does not waits. The solver keeps
     every gang the queue order admits and only adds to them, moves them or places them better."""
+    MOST_GANGS = "MostGangs"
+    """The plan that starts the most gangs of the priority, whatever their size; the queue
+    within a priority runs smallest gang first (fewest cards, then arrival). Smallest-first
+    lowers the waits of the many small gangs at the cost of the few large ones, which may
+    wait long on a saturated model (Feitelson et al., "Theory and Practice in Parallel Job
+    Scheduling", JSSPP 1997; BENCHMARKS.md, section 4)."""
 
 
 @dataclasses.dataclass(frozen=True)
