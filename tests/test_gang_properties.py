@@ -179,7 +179,9 @@ def test_the_solver_never_places_less_than_its_greedy_hint(queueing, scene):
 @EXAMPLES
 @given(scene=scenes())
 def test_no_gang_left_waiting_fits_what_the_plan_leaves_free(queueing, scene):
-    """Work conservation: the cycle never idles capacity a waiting gang could use now."""
+    """Work conservation: the cycle never idles capacity a waiting gang could use now, nor
+    (under MostGangs, whose objective does not count pods) one an elastic gang admitted short
+    could."""
     snapshot, pending = scene
     note(describe(snapshot))
     result = cycle.run(snapshot, pending, dataclasses.replace(CONFIG, preemption=False, queueing=queueing))
@@ -191,6 +193,13 @@ def test_no_gang_left_waiting_fits_what_the_plan_leaves_free(queueing, scene):
     state = pools.State(after, pools.avoid_of(queue))
     fitting = [g.name for g in queue if g.name not in result.placed and greedy.place(state, g) is not None]
     assert fitting == [], f"left waiting although they fit ({result.stats.used} plan)"
+    if queueing is not plan.Queueing.MOST_GANGS:
+        return  # the greedy placer grows an elastic gang inside its chosen island only
+    short = {g.name: result.placed[g.name] for g in queue if 0 < len(result.placed.get(g.name, ())) < g.size}
+    grown = [
+        g.name for g in queue if g.name in short and len(greedy.grow(state, g, short[g.name])) > len(short[g.name])
+    ]
+    assert grown == [], f"admitted short although more of their pods fit ({result.stats.used} plan)"
 
 
 def test_room_the_solvers_plan_leaves_goes_to_a_gang_still_waiting():
@@ -212,3 +221,14 @@ def test_room_the_solvers_plan_leaves_goes_to_a_gang_still_waiting():
     result = cycle.run(make_snapshot(ledger, *running, now=100.0), [elastic, host], CONFIG)
     assert result.stats.used == "solver"  # greedy runs ``elastic`` on one pod in the tightest island
     assert len(result.placed["elastic"]) == 3 and len(result.placed["host"]) == 2
+
+
+@pytest.mark.parametrize("queueing", plan.Queueing)
+def test_an_elastic_gang_runs_every_pod_that_fits_under_every_strategy(queueing):
+    """Under MostGangs the solver values the gang, not its pods: running two of its three
+    4-card pods keeps the second server whole, which scores better, and left 4 cards idle."""
+    cluster = make_cluster(*(make_node(name=f"n{i}", cards=8, island="i0") for i in range(2)))
+    elastic = make_gang(name="elastic", pods=3, cards=4, min_member=2)
+    result = cycle.run(make_snapshot(make_ledger(cluster)), [elastic], dataclasses.replace(CONFIG, queueing=queueing))
+    assert len(result.placed["elastic"]) == 3
+

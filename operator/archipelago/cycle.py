@@ -9,7 +9,8 @@ in the snapshot) and never mutates the snapshot. Steps:
 3. improve with CP-SAT in the time left, unless the greedy plan is already best possible,
    and keep whichever plan scores better (``objective.Score``); with
    ``plan.Queueing.BEST_EFFORT_FIFO`` only if it keeps the greedy plan's admissions that queue
-   order protects (``model.kept``);
+   order protects (``model.kept``); under ``plan.Queueing.MOST_GANGS``, whose objective does
+   not count pods, elastic gangs admitted short then grow into what room is left;
 4. for gangs still waiting, in queue order, search the cheapest preemption while time lasts,
    once a gang has waited ``config.preemption_delay_s``, among gangs that have run at least
    ``config.preemption_exempt_s``;
@@ -75,6 +76,13 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
             fifo = config.queueing is plan.Queueing.BEST_EFFORT_FIFO
             if score.key() > best.key() and (not fifo or model.kept(units, placed) <= decoded.keys()):
                 placed, state, best, stats.used = decoded, solver_state, score, "solver"
+
+    # Under MostGangs an admitted gang is worth the same however many pods it runs, so an
+    # elastic gang the solver admitted short takes what room is left.
+    if not objective.by_cards(config.queueing):
+        for gang in queue:
+            if gang.name in placed and len(placed[gang.name]) < gang.size:
+                placed[gang.name] = greedy.grow(state, gang, placed[gang.name])
 
     # 4. Preemption for what still waits, highest priority first.
     evictions: list[plan.Eviction] = []

@@ -78,6 +78,46 @@ def place(state: pools.State, gang: workload.Gang) -> tuple[ledger_.Allocation, 
     return _fill(state, gang, rank)
 
 
+def grow(
+    state: pools.State, gang: workload.Gang, allocations: Sequence[ledger_.Allocation]
+) -> tuple[ledger_.Allocation, ...]:
+    """``allocations`` of an admitted ``gang`` plus those of its missing pods that now fit on
+    ``state`` (kept there): an elastic gang admitted short takes the room left after the plan.
+
+    Pods go to nodes of the domains the gang already uses first (at its topology level, default
+    the island), tightest node first; a gang that requires a domain grows only inside it, and
+    one that requires one node or link group does not grow.
+    """
+    request = gang.topology
+    if len(allocations) >= gang.size or (
+        request is not None and request.required and request.level in (topology.HOSTNAME, workload.LINK_GROUP)
+    ):
+        return tuple(allocations)
+    cluster = state.ledger.cluster
+    depth = _depth(cluster.topology, request)
+    used = {cluster.path(a.node)[: depth + 1] for a in allocations} if depth is not None else set()
+    required = request is not None and request.required and depth is not None
+    done = list(allocations)
+    have = {a.pod for a in allocations}
+    for pod_set in sorted(gang.pod_sets, key=lambda s: -s.request.milli):
+        queue = []
+        for k in state.eligible(pod_set.request, gang.cards):
+            pool = state.pools[k]
+            near = depth is None or pool.domain(depth) in used
+            if near or not required:
+                queue += [(int(not near), int(state.ledger.free_milli[i]), i) for i in pool.nodes]
+        queue.sort()
+        for index in range(pod_set.count):
+            pod = gang.pod(pod_set, index)
+            if pod.name in have:
+                continue
+            allocation = place_pod(state, pod, gang.cards, queue)
+            if allocation is None:
+                break
+            done.append(allocation)
+    return tuple(done)
+
+
 def _depth(topo: topology.Topology, request: workload.TopologyRequest | None) -> int | None:
     """The label level a gang's pods gather at: its request's, else the finest (the island)."""
     if request is not None and request.level in topo.levels:
