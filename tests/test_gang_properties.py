@@ -232,3 +232,20 @@ def test_an_elastic_gang_runs_every_pod_that_fits_under_every_strategy(queueing)
     result = cycle.run(make_snapshot(make_ledger(cluster)), [elastic], dataclasses.replace(CONFIG, queueing=queueing))
     assert len(result.placed["elastic"]) == 3
 
+
+def test_room_an_eviction_frees_beyond_its_preemptors_need_goes_to_the_next_gang_that_fits():
+    """The case hypothesis found: evicting r0's 8 cards for p0's 4 left 4 idle while p1, which
+    needs 4 and has no victim of its own (r1 is exempt), waited."""
+    cluster = make_cluster(*(make_node(name=f"n{i}", cards=8, model="H800", island=f"i{i}") for i in range(2)))
+    ledger = make_ledger(cluster)
+    running = [
+        make_running(
+            ledger, make_gang(name=f"r{i}", pods=1, cards=8, preemptible=True), (f"n{i}", list(range(8))), started_at=t
+        )
+        for i, t in enumerate((0.0, 41.0))
+    ]
+    pending = [make_gang(name=f"p{k}", pods=1, cards=4, priority=5) for k in range(2)]
+    config = dataclasses.replace(CONFIG, preemption_exempt_s=60.0)
+    result = cycle.run(make_snapshot(ledger, *running, now=100.0), pending, config)
+    assert [e.gang for e in result.evictions] == ["r0"]
+    assert set(result.placed) == {"p0", "p1"} and result.waiting == {}

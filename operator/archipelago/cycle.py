@@ -13,7 +13,8 @@ in the snapshot) and never mutates the snapshot. Steps:
    not count pods, elastic gangs admitted short then grow into what room is left;
 4. for gangs still waiting, in queue order, search the cheapest preemption while time lasts,
    once a gang has waited ``config.preemption_delay_s``, among gangs that have run at least
-   ``config.preemption_exempt_s``;
+   ``config.preemption_exempt_s``; a gang that fits the room earlier evictions freed beyond
+   their preemptor's needs takes it without evicting anyone;
 5. explain every gang that still waits.
 """
 
@@ -95,8 +96,14 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     if config.preemption and preemptible:
         longest = 0.01
         for gang in queue:
+            if gang.name in placed:
+                continue
+            # Room an earlier gang's evictions freed beyond its own needs goes to whoever fits.
+            if evictions and (allocations := greedy.place(state, gang)) is not None:
+                placed[gang.name] = allocations
+                continue
             left = config.budget_s * 0.85 - (time.perf_counter() - started)
-            if gang.name in placed or left <= longest:
+            if left <= longest:
                 continue
             lowest = next((r for r in preemptible if r.gang.name not in evicted and r.pods), None)
             if lowest is None or lowest.gang.priority >= gang.priority:
