@@ -13,7 +13,7 @@ import functools
 import types
 from collections.abc import Iterable, Mapping
 
-from archipelago.cluster import devices, nodes
+from archipelago.cluster import devices, nodes, topology
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +124,11 @@ class TopologyRequest:
     @property
     def required(self) -> bool:
         return self.mode is TopologyMode.REQUIRED
+
+    @property
+    def one_node(self) -> bool:
+        """Required on one node, or one link group of one node: the gang shares a single node."""
+        return self.required and self.level in (topology.HOSTNAME, LINK_GROUP)
 
 
 @dataclasses.dataclass(frozen=True)

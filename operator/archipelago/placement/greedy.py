@@ -53,7 +53,7 @@ def place(state: pools.State, gang: workload.Gang) -> tuple[ledger_.Allocation, 
     eligible = set(state.gang_pools(gang))
     if not eligible:
         return None
-    if request is not None and request.required and request.level in (topology.HOSTNAME, workload.LINK_GROUP):
+    if request is not None and request.one_node:
         return _on_one_node(state, gang, eligible, per_group=request.level == workload.LINK_GROUP)
     depth = _depth(cluster.topology, request)
     mandatory = [(s.request, n) for s, n in zip(gang.pod_sets, gang.lower_bounds(), strict=True)]
@@ -89,9 +89,7 @@ def grow(
     one that requires one node or link group does not grow.
     """
     request = gang.topology
-    if len(allocations) >= gang.size or (
-        request is not None and request.required and request.level in (topology.HOSTNAME, workload.LINK_GROUP)
-    ):
+    if len(allocations) >= gang.size or (request is not None and request.one_node):
         return tuple(allocations)
     cluster = state.ledger.cluster
     depth = _depth(cluster.topology, request)

@@ -92,7 +92,7 @@ def items(state: pools.State, gangs: Sequence[workload.Gang], weights: Mapping[i
     classes: dict[tuple, _Item] = {}
     for gang in gangs:
         request = gang.topology
-        whole_node = bool(request and request.required and request.level in (topology.HOSTNAME, workload.LINK_GROUP))
+        whole_node = bool(request and request.one_node)
         if gang.size == 1 and not whole_node:
             pod = gang.pods()[0]
             key = (pod.fit_key, gang.priority)
