@@ -95,16 +95,15 @@ def grow(
     depth = _depth(cluster.topology, request)
     used = {cluster.path(a.node)[: depth + 1] for a in allocations} if depth is not None else set()
     required = request is not None and request.required and depth is not None
+    rank = {}  # the pools it already uses first; a required domain's only
+    for pool in state.pools:
+        near = depth is None or pool.domain(depth) in used
+        if near or not required:
+            rank[pool.index] = int(not near)
     done = list(allocations)
     have = {a.pod for a in allocations}
     for pod_set in sorted(gang.pod_sets, key=lambda s: -s.request.milli):
-        queue = []
-        for k in state.eligible(pod_set.request, gang.cards):
-            pool = state.pools[k]
-            near = depth is None or pool.domain(depth) in used
-            if near or not required:
-                queue += [(int(not near), int(state.ledger.free_milli[i]), i) for i in pool.nodes]
-        queue.sort()
+        queue = _queue(state, pod_set.request, gang.cards, rank)
         for index in range(pod_set.count):
             pod = gang.pod(pod_set, index)
             if pod.name in have:
@@ -127,15 +126,9 @@ def _depth(topo: topology.Topology, request: workload.TopologyRequest | None) ->
 
 def _fill(state: pools.State, gang: workload.Gang, rank: dict[int, int]) -> tuple[ledger_.Allocation, ...] | None:
     """Place the gang's pods on the nodes of pools ``rank`` (lower rank first, then tightest)."""
-    ledger = state.ledger
     done: list[ledger_.Allocation] = []
     sets = sorted(zip(gang.pod_sets, gang.lower_bounds(), strict=True), key=lambda sb: -sb[0].request.milli)
-    queues = {}
-    for pod_set, _ in sets:
-        ks = set(state.eligible(pod_set.request, gang.cards)) & rank.keys()
-        queues[pod_set.role] = sorted(
-            (rank[state.pool_of[i]], int(ledger.free_milli[i]), i) for k in ks for i in state.pools[k].nodes
-        )
+    queues = {pod_set.role: _queue(state, pod_set.request, gang.cards, rank) for pod_set, _ in sets}
     for phase in ("mandatory", "optional"):
         for pod_set, lower in sets:
             indices = range(lower) if phase == "mandatory" else range(lower, pod_set.count)
@@ -148,6 +141,15 @@ def _fill(state: pools.State, gang: workload.Gang, rank: dict[int, int]) -> tupl
                     return None
                 done.append(allocation)
     return _whole(state, gang, done)
+
+
+def _queue(
+    state: pools.State, request: workload.PodRequest, gang_cards: int, rank: dict[int, int]
+) -> list[tuple[int, int, int]]:
+    """``place_pod``'s queue: the nodes of the pools in ``rank`` that ``request`` may use, as
+    ``(rank, free milli, node)``, lower rank first, then tightest."""
+    ks = set(state.eligible(request, gang_cards)) & rank.keys()
+    return sorted((rank[k], int(state.ledger.free_milli[i]), i) for k in ks for i in state.pools[k].nodes)
 
 
 def place_pod(
