@@ -91,6 +91,7 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     tried: set[str] = set()
     delayed: set[str] = set()  # may preempt, but has not waited config.preemption_delay_s yet
     failed: set[tuple] = set()  # (shape, evictions so far) of searches that found nothing
+    no_room: set[tuple] = set()  # (shape, evictions so far) of gangs the freed room did not fit
     # Preemptible running gangs, lowest priority first: does a waiting gang have any candidate?
     preemptible = sorted((r for r in snapshot.running.values() if r.gang.preemptible), key=lambda r: r.gang.priority)
     if config.preemption and preemptible:
@@ -99,9 +100,13 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
             if gang.name in placed:
                 continue
             # Room an earlier gang's evictions freed beyond its own needs goes to whoever fits.
-            if evictions and (allocations := greedy.place(state, gang)) is not None:
-                placed[gang.name] = allocations
-                continue
+            # Only evictions add room, so a shape that did not fit stays out until the next one.
+            if evictions and (room_key := (gang.shape(), len(evictions))) not in no_room:
+                allocations = greedy.place(state, gang)
+                if allocations is not None:
+                    placed[gang.name] = allocations
+                    continue
+                no_room.add(room_key)
             left = config.budget_s * 0.85 - (time.perf_counter() - started)
             if left <= longest:
                 continue
