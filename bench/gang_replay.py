@@ -2,7 +2,8 @@
 with queueing delay broken down by priority class and gang size.
 
     python bench/gang_replay.py [--nodes CSV] [--stride K] [--gangs N] [--seeds 1,2] [--period 1]
-        [--preemption-delay 30] [--preemption-exempt 0] [--no-preemption] [--queueing BestEffortFIFO]
+        [--preemption-delay 30] [--preemption-exempt 0] [--spread-delay 0] [--no-preemption]
+        [--queueing BestEffortFIFO]
         [--model H800] [--out FILE]
 
 The cluster is the node list (default: the spot-GPU trace's ``node_info_df.csv`` under
@@ -67,6 +68,8 @@ def one_seed(cluster, seed: int, count: int, period: float, config: plan.Config,
     preempting = f"preemption delay {delay:g} s" if config.preemption else "Archipelago's preemption off"
     if config.preemption and exempt:
         preempting += f", none within a gang's first {exempt:g} s"
+    if config.spread_delay_s:
+        preempting += f", Archipelago's spread delay {config.spread_delay_s:g} s"
     if config.queueing is not plan.Config.queueing:
         preempting += f", Archipelago's queueing {config.queueing.value}"
     rows = [
@@ -126,6 +129,12 @@ def main() -> None:
     parser.add_argument("--preemption-delay", type=float, default=plan.Config.preemption_delay_s)
     parser.add_argument("--preemption-exempt", type=float, default=plan.Config.preemption_exempt_s)
     parser.add_argument(
+        "--spread-delay",
+        type=float,
+        default=plan.Config.spread_delay_s,
+        help="seconds a Preferred gang waits for one island before it spreads (Archipelago only)",
+    )
+    parser.add_argument(
         "--no-preemption", action="store_true", help="Archipelago never preempts (to see what preemption costs)"
     )
     parser.add_argument(
@@ -152,6 +161,7 @@ def main() -> None:
         preemption=not args.no_preemption,
         preemption_delay_s=args.preemption_delay,
         preemption_exempt_s=args.preemption_exempt,
+        spread_delay_s=args.spread_delay,
         queueing=args.queueing,
     )
     for seed in (int(s) for s in args.seeds.split(",")):

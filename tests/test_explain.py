@@ -136,6 +136,34 @@ def test_free_cards_spread_over_islands_leave_a_required_island_gang_fragmented(
     assert wait.message == "needs 16 x H800 in one island; largest free island has 8 x H800 (island-a)"
 
 
+def test_a_preferred_island_gang_waits_out_the_spread_delay_for_one_island_then_spreads():
+    ledger = _two_islands()
+    busy = make_running(ledger, make_gang(name="busy", pods=2, cards=8, priority=50), "a0", "b0")
+    gang = make_gang(pods=2, cards=8, topology="island-preferred", queued_at=100.0)
+    config = plan.Config(budget_s=0.5, spread_delay_s=300)
+
+    retry_at, later = _waits_then_retries(
+        make_snapshot(ledger, busy, now=160.0),
+        gang,
+        config,
+        Code.SPREAD_DELAYED,
+        "needs 16 x H800 in one island; largest free island has 8 x H800 (island-a); "
+        "it prefers one island and spreads over several once it has waited 300 s",
+    )
+    assert retry_at == 400.0
+    assert {ledger.cluster.nodes[a.node].name for a in later.placed["g"]} == {"a1", "b1"}
+    assert not later.waiting and later.retry_at is None
+    # Without the delay it spreads at once.
+    spread = cycle.run(make_snapshot(ledger, busy, now=160.0), [gang], plan.Config(budget_s=0.5))
+    assert "g" in spread.placed
+
+
+def test_a_preferred_gang_no_island_could_hold_spreads_at_once_despite_the_spread_delay():
+    gang = make_gang(pods=3, cards=8, topology="island-preferred")  # 24 cards; islands of 16
+    result = cycle.run(make_snapshot(_two_islands()), [gang], plan.Config(budget_s=0.5, spread_delay_s=300))
+    assert "g" in result.placed and result.retry_at is None
+
+
 def test_free_cards_scattered_over_nodes_leave_a_big_pod_node_fragmented():
     ledger = _two_islands()
     busy = make_running(

@@ -26,7 +26,16 @@ from tests.gang_builders import describe, make_gang, make_pod_set, make_running,
 MODELS = ("H800", "Ascend910B")
 TOPOLOGIES = (None, "island-required", "island-preferred", "host-required", "host-preferred")
 CONFIG = plan.Config(budget_s=0.5, seed=0)
-PLACERS = {"cycle": cycle.run, "first_fit": baselines.first_fit, "volcano_like": baselines.volcano_like}
+SPREAD_DELAY = 200.0
+"""Longer than any pending gang of ``scenes`` has waited: every preferred gang is held."""
+PLACERS = {
+    "cycle": cycle.run,
+    "cycle_spread_delay": lambda snapshot, pending, config: cycle.run(
+        snapshot, pending, dataclasses.replace(config, spread_delay_s=SPREAD_DELAY)
+    ),
+    "first_fit": baselines.first_fit,
+    "volcano_like": baselines.volcano_like,
+}
 EXAMPLES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -175,21 +184,25 @@ def test_the_solver_never_places_less_than_its_greedy_hint(queueing, scene):
         assert result.stats.solver_objective >= result.stats.greedy_objective
 
 
+@pytest.mark.parametrize("spread_delay", [0.0, SPREAD_DELAY])
 @pytest.mark.parametrize("queueing", plan.Queueing)
 @EXAMPLES
 @given(scene=scenes())
-def test_no_gang_left_waiting_fits_what_the_plan_leaves_free(queueing, scene):
+def test_no_gang_left_waiting_fits_what_the_plan_leaves_free(queueing, spread_delay, scene):
     """Work conservation: the cycle never idles capacity a waiting gang could use now, nor
     (under MostGangs, whose objective does not count pods) one an elastic gang admitted short
-    could."""
+    could. A gang held for one domain by the spread delay counts as fitting only if one
+    domain holds it."""
     snapshot, pending = scene
     note(describe(snapshot))
-    result = cycle.run(snapshot, pending, dataclasses.replace(CONFIG, preemption=False, queueing=queueing))
+    config = dataclasses.replace(CONFIG, preemption=False, queueing=queueing, spread_delay_s=spread_delay)
+    result = cycle.run(snapshot, pending, config)
     after = snapshot.ledger.copy()
     for allocations in result.placed.values():
         for allocation in allocations:
             after.allocate(allocation)
-    queue = greedy.order(pending, queueing)
+    held = cycle._held_together(pools.State(snapshot.ledger.copy()), snapshot.now, pending, spread_delay)
+    queue = greedy.order([held.get(g.name, g) for g in pending], queueing)
     state = pools.State(after, pools.avoid_of(queue))
     fitting = [g.name for g in queue if g.name not in result.placed and greedy.place(state, g) is not None]
     assert fitting == [], f"left waiting although they fit ({result.stats.used} plan)"

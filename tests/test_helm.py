@@ -260,6 +260,13 @@ def test_a_preemption_exemption_is_passed_on(chart):
     assert run_options(arguments)["preemption_exempt"] == 120.0
 
 
+def test_a_spread_delay_is_passed_on_and_defaults_to_the_schedulers(chart):
+    assert run_options(args(render(chart)))["spread_delay"] == plan.Config.spread_delay_s
+    arguments = args(render(chart, scheduler={"spreadDelaySeconds": 300}))
+    assert follows(arguments, "--spread-delay") == "300"
+    assert run_options(arguments)["spread_delay"] == 300.0
+
+
 def test_the_default_queueing_strategy_is_the_schedulers(chart):
     assert run_options(args(render(chart)))["queueing"] is plan.Config.queueing
 
@@ -345,6 +352,7 @@ BAD_VALUES = {
         {"scheduler": {"preemptionExemptSeconds": -1}},
         "/scheduler/preemptionExemptSeconds",
     ),
+    "negative-spread-delay": ({"scheduler": {"spreadDelaySeconds": -1}}, "/scheduler/spreadDelaySeconds"),
     "unknown-queueing-strategy": ({"scheduler": {"queueingStrategy": "StrictFIFO"}}, "/scheduler/queueingStrategy"),
     "priority-not-a-number": ({"peering": {"priority": "high"}}, "/peering/priority"),
     "system-priority-value": ({"priorityClass": {"value": 2_000_000_000}}, "/priorityClass/value"),

@@ -39,9 +39,9 @@ GANG_LOAD_DEFAULT = 1.2
 """Defaults of the generated gang workload: a run of a few seconds on the demo cluster."""
 
 
-def _preemption(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The ``--preemption-delay`` and ``--preemption-exempt`` options (seconds, defaults
-    ``plan.Config``'s), their help starting with ``what``."""
+def _waits(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The ``--preemption-delay``, ``--preemption-exempt`` and ``--spread-delay`` options
+    (seconds, defaults ``plan.Config``'s), their help starting with ``what``."""
     options = (
         (
             "--preemption-delay",
@@ -54,6 +54,12 @@ def _preemption(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
             plan_.Config.preemption_exempt_s,
             "a gang runs, from its latest start, before it may be preempted",
             "Slurm's PreemptExemptTime",
+        ),
+        (
+            "--spread-delay",
+            plan_.Config.spread_delay_s,
+            "a gang whose topology is Preferred waits for one domain of its level before it spreads",
+            "Slurm's --switches=1@max-time",
         ),
     )
 
@@ -148,7 +154,7 @@ def _names(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[st
     type=click.FloatRange(min=0),
     help="Gang workload: run the scheduler every PERIOD simulated seconds (0: after every event).",
 )
-@_preemption("Gang workload: seconds")
+@_waits("Gang workload: seconds")
 @_queueing("Gang workload: ")
 @click.option(
     "--tune", default=1.3, show_default=True, type=float, help="fgd protocol: demand as a multiple of capacity."
@@ -171,6 +177,7 @@ def simulate(
     period: float,
     preemption_delay: float,
     preemption_exempt: float,
+    spread_delay: float,
     queueing: plan_.Queueing,
     tune: float,
     bound: bool,
@@ -200,7 +207,11 @@ def simulate(
         if pods or bound or plot:
             raise click.UsageError("--pods, --bound and --plot are for the pod workload, not for gangs")
         config = plan_.Config(
-            seed=seed, preemption_delay_s=preemption_delay, preemption_exempt_s=preemption_exempt, queueing=queueing
+            seed=seed,
+            preemption_delay_s=preemption_delay,
+            preemption_exempt_s=preemption_exempt,
+            spread_delay_s=spread_delay,
+            queueing=queueing,
         )
         _simulate_gangs(
             nodes, cluster_yaml, workload_yaml, policy_names, config, gang_count, load, period, as_json, jobs
@@ -333,7 +344,7 @@ def bench_cycle(cards: int, pending_pods: int, seed: int, budget: float, greedy_
 @click.option("--peering", help="kopf peering name: replicas stand by and only the highest --priority schedules.")
 @click.option("--priority", default=0, show_default=True, type=int, help="This replica's peering priority.")
 @click.option("--no-preemption", is_flag=True, help="Never preempt running gangs.")
-@_preemption("Seconds")
+@_waits("Seconds")
 @_queueing("Pending gangs: ")
 @click.option("--verbose", is_flag=True)
 def run(
@@ -345,6 +356,7 @@ def run(
     no_preemption: bool,
     preemption_delay: float,
     preemption_exempt: float,
+    spread_delay: float,
     queueing: plan_.Queueing,
     verbose: bool,
 ) -> None:
@@ -356,6 +368,7 @@ def run(
         preemption=not no_preemption,
         preemption_delay_s=preemption_delay,
         preemption_exempt_s=preemption_exempt,
+        spread_delay_s=spread_delay,
         queueing=queueing,
     )
     settings = config.Operator(cycle=cycle, resync_s=resync, metrics_port=metrics_port or None)

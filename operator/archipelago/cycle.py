@@ -4,7 +4,9 @@ The operator and the simulator both call ``run``; it reads nothing global (the c
 in the snapshot) and never mutates the snapshot. Steps:
 
 1. order the queue (priority, then arrival; under ``plan.Queueing.MOST_GANGS`` priority,
-   then fewer cards, then arrival);
+   then fewer cards, then arrival); a gang whose topology is ``preferred`` and which has waited
+   less than ``config.spread_delay_s`` is placed as if it were ``required``, if one domain of
+   its level could hold it;
 2. place greedily on a private copy of the ledger: the hint and the fallback;
 3. improve with CP-SAT in the time left, unless the greedy plan is already best possible,
    and keep whichever plan scores better (``objective.Score``); with
@@ -41,16 +43,17 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     started = time.perf_counter()
     stats = plan.Stats()
 
-    # 1. The queue.
-    queue = greedy.order(pending, config.queueing)
-    names = [g.name for g in queue]
+    # 1. The queue, with the preferred gangs that still wait for one domain as required ones.
+    names = [g.name for g in pending]
     if len(set(names)) != len(names) or set(names) & snapshot.running.keys():
         raise ValueError("pending gangs must have distinct names that are not running")
+    base = pools.State(snapshot.ledger.copy(), pools.avoid_of(pending))  # the pool sums, computed once and copied
+    held = _held_together(base, snapshot.now, pending, config.spread_delay_s)
+    queue = greedy.order([held.get(g.name, g) for g in pending], config.queueing)
     by_name = {g.name: g for g in queue}
     weights = objective.tier_weights(queue, config.queueing)
 
     # 2. The greedy plan: hint and fallback.
-    base = pools.State(snapshot.ledger.copy(), pools.avoid_of(queue))  # the pool sums, computed once and copied
     hint_state = base.copy()
     placed = greedy.run(hint_state, queue)
     state = hint_state
@@ -149,14 +152,47 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
                     preemption_exempt_s=config.preemption_exempt_s,
                 )
             waiting[g.name] = dataclasses.replace(reasons[key], gang=g.name)
+            if g.name in held and waiting[g.name].code is plan.ReasonCode.TOPOLOGY_FRAGMENTED:
+                level = g.topology.level.rsplit("/", 1)[-1]  # type: ignore[union-attr]
+                message = (
+                    f"{waiting[g.name].message}; it prefers one {level} and spreads over several "
+                    f"once it has waited {config.spread_delay_s:g} s"
+                )
+                waiting[g.name] = plan.Wait(g.name, plan.ReasonCode.SPREAD_DELAYED, message)
     stats.seconds = time.perf_counter() - started
     retry = [by_name[g].queued_at + config.preemption_delay_s for g in delayed]
+    retry += [by_name[g].queued_at + config.spread_delay_s for g in held if g in waiting]
     # A gang preemption could not help yet may preempt once a victim's exemption ends.
     top = max((by_name[g].priority for g in tried if g not in placed), default=None)
     if top is not None:
         ends = (preempt.exempt_until(r, config.preemption_exempt_s) for r in preemptible if r.gang.priority < top)
         retry += [end for end in ends if end > snapshot.now]
     return plan.Plan(dict(placed), evictions, waiting, stats, min(retry, default=None))
+
+
+def _held_together(
+    state: pools.State, now: float, pending: Sequence[workload.Gang], delay_s: float
+) -> dict[str, workload.Gang]:
+    """The gangs that wait for one domain of their ``preferred`` level this cycle (Slurm's
+    ``--switches=1@max-time``), each as the same gang with that level ``required``: those of
+    more than one pod, on a label level of the cluster, queued less than ``delay_s`` seconds
+    before ``now``, and which one domain of the level could hold, empty."""
+    held: dict[str, workload.Gang] = {}
+    levels = state.ledger.cluster.topology.levels
+    fits: dict[tuple, bool] = {}  # per shape: could one domain hold it?
+    for gang in pending:
+        request = gang.topology
+        if request is None or request.required or request.level not in levels or gang.size < 2:
+            continue
+        if now - gang.queued_at >= delay_s:
+            continue
+        together = dataclasses.replace(gang, topology=dataclasses.replace(request, mode=workload.TopologyMode.REQUIRED))
+        shape = together.shape()
+        if shape not in fits:
+            fits[shape] = explain.permanent(state, together) is None
+        if fits[shape]:
+            held[gang.name] = together
+    return held
 
 
 def _best_possible(queue: Sequence[workload.Gang], placed: dict, score: objective.Score) -> bool:

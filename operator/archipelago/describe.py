@@ -27,6 +27,7 @@ HINTS: dict[str, str] = {
     Code.PREEMPTION_INSUFFICIENT: "even evicting every lower-priority preemptible gang would not make room",
     Code.PREEMPTION_DELAYED: "capacity may free by itself; it preempts if still waiting after the preemption delay",
     Code.PREEMPTION_EXEMPT: "the gangs it would preempt have only just started; it preempts once their exemption ends",
+    Code.SPREAD_DELAYED: "it waits a while for one domain of its preferred level, then spreads over several",
     Code.HELD_FOR_HIGHER_PRIORITY: "higher-priority gangs, or those the queueing strategy starts first, took the room",
     Reason.PREEMPTING: "lower-priority gangs are checkpointing; it starts when their grace period ends",
     Reason.UNKNOWN_PRIORITY_CLASS: "create the PriorityClass or fix spec.priorityClassName",

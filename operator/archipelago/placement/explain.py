@@ -49,24 +49,10 @@ def reason(
 
     ``before`` is used for a tentative placement and is left as it was.
     """
-    cluster = before.ledger.cluster
-    wait = _static(before, gang)
+    wait, need, domains = _permanent(before, gang)
     if wait is not None:
         return wait
-    need = _need(before, gang)
-    cards = cluster.derived("placement.explain.cards", _capacity_cards)
-    capacity = int(cards[need.nodes].sum())
-    if need.cards > capacity:
-        return _wait(gang, Code.EXCEEDS_CLUSTER, f"needs {need.what}; matching nodes hold {capacity}{need.unit} in all")
-    domains = _domains(cluster, need)
-    if domains is not None:
-        largest, where = _largest(domains, cards)
-        if need.cards > largest:
-            return _wait(
-                gang,
-                Code.TOPOLOGY_TOO_SMALL,
-                f"needs {need.what} in one {need.level}; the largest {need.level} has {largest}{need.unit} ({where})",
-            )
+    assert need is not None
     if _fits_alone(before, gang):
         return _wait(
             gang,
@@ -130,6 +116,38 @@ def reason(
         f"needs {need.what}; {now}{need.unit} are free on matching nodes, but too few together on one node "
         f"({_pod_shapes(gang)})",
     )
+
+
+def permanent(state: pools.State, gang: workload.Gang) -> plan.Wait | None:
+    """Why ``gang`` could not run on this cluster even empty, or None if it could: a shape no
+    card model admits, no matching node, more cards than the matching nodes hold, or than any
+    domain of the level it requires holds (``INVALID_SHAPE``, ``NO_MATCHING_NODES``,
+    ``EXCEEDS_CLUSTER``, ``TOPOLOGY_TOO_SMALL``)."""
+    return _permanent(state, gang)[0]
+
+
+def _permanent(
+    state: pools.State, gang: workload.Gang
+) -> tuple[plan.Wait | None, _Need | None, dict[str, np.ndarray] | None]:
+    """``permanent``'s answer, with the gang's need and the domains of its required level."""
+    cluster = state.ledger.cluster
+    wait = _static(state, gang)
+    if wait is not None:
+        return wait, None, None
+    need = _need(state, gang)
+    cards = cluster.derived("placement.explain.cards", _capacity_cards)
+    capacity = int(cards[need.nodes].sum())
+    if need.cards > capacity:
+        message = f"needs {need.what}; matching nodes hold {capacity}{need.unit} in all"
+        return _wait(gang, Code.EXCEEDS_CLUSTER, message), need, None
+    domains = _domains(cluster, need)
+    if domains is not None:
+        largest, where = _largest(domains, cards)
+        if need.cards > largest:
+            largest_is = f"the largest {need.level} has {largest}{need.unit} ({where})"
+            message = f"needs {need.what} in one {need.level}; {largest_is}"
+            return _wait(gang, Code.TOPOLOGY_TOO_SMALL, message), need, domains
+    return None, need, domains
 
 
 def _wait(gang: workload.Gang, code: Code, message: str) -> plan.Wait:

@@ -75,6 +75,14 @@ class Config:
     objective puts islands first, so it is not the default.
     """
     queueing: Queueing = Queueing.MOST_CARDS
+    spread_delay_s: float = 0.0
+    """Seconds a gang whose topology is ``preferred`` waits for one domain of its level before
+    it may spread over several: until then it is placed as if the level were ``required``
+    (reason ``SPREAD_DELAYED`` while it waits for that). Slurm's ``--switches=1@max-time``,
+    whose cluster-wide cap ``max_switch_wait`` defaults to 300 s. A gang no domain of the level
+    could hold even empty spreads at once. 0 (the default): it spreads in the first cycle that
+    finds no single domain free.
+    """
 
     def __post_init__(self) -> None:
         if self.budget_s <= 0:
@@ -85,6 +93,8 @@ class Config:
             raise ValueError(f"preemption_delay_s must not be negative seconds, got {self.preemption_delay_s}")
         if self.preemption_exempt_s < 0:
             raise ValueError(f"preemption_exempt_s must not be negative seconds, got {self.preemption_exempt_s}")
+        if self.spread_delay_s < 0:
+            raise ValueError(f"spread_delay_s must not be negative seconds, got {self.spread_delay_s}")
         if not isinstance(self.queueing, Queueing):  # its value, as the command line and Helm spell it
             if self.queueing not in {q.value for q in Queueing}:
                 choices = ", ".join(q.value for q in Queueing)
@@ -149,6 +159,9 @@ class ReasonCode(enum.StrEnum):
     PREEMPTION_EXEMPT = "PreemptionExempt"
     """Evicting lower-priority preemptible gangs would make room, but some of those needed have run
     less than ``Config.preemption_exempt_s``."""
+    SPREAD_DELAYED = "SpreadDelayed"
+    """A ``preferred`` gang fits only spread over several domains of its level, and waits for
+    one until it has waited ``Config.spread_delay_s``."""
     HELD_FOR_HIGHER_PRIORITY = "HeldForHigherPriority"
     """It would fit an empty queue, but gangs of higher (or equal, earlier) priority took the room."""
 
