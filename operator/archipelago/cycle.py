@@ -178,6 +178,8 @@ def _held_together(
     more than one pod, on a label level of the cluster, queued less than ``delay_s`` seconds
     before ``now``, and which one domain of the level could hold, empty."""
     held: dict[str, workload.Gang] = {}
+    if not delay_s:
+        return held
     levels = state.ledger.cluster.topology.levels
     fits: dict[tuple, bool] = {}  # per shape: could one domain hold it?
     for gang in pending:
