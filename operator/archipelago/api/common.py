@@ -71,7 +71,8 @@ class Topology(Model):
         TopologyMode.PREFERRED,
         description=(
             "mode: Required keeps every pod in one domain of the level or the workload waits; "
-            "Preferred lets the scheduler spread, at a cost per extra domain."
+            "Preferred lets the scheduler spread, at a cost per extra domain, once the workload has "
+            "waited the scheduler's spread delay for one domain (--spread-delay, default 0 s)."
         ),
     )
 
