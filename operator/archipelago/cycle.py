@@ -140,7 +140,7 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
     reasons: dict[tuple, plan.Wait] = {}  # gangs of one shape wait for one reason
     for g in queue:  # base is still the state before this cycle's plan
         if g.name not in placed:
-            key = (g.shape(), g.name in tried, g.name in delayed)
+            key = (g.shape(), g.name in tried, g.name in delayed, g.name in held)
             if key not in reasons:
                 reasons[key] = explain.reason(
                     base,
@@ -150,15 +150,9 @@ def run(snapshot: plan.Snapshot, pending: Sequence[workload.Gang], config: plan.
                     preemption_tried=g.name in tried,
                     preemption_delay_s=config.preemption_delay_s if g.name in delayed else None,
                     preemption_exempt_s=config.preemption_exempt_s,
+                    spread_delay_s=config.spread_delay_s if g.name in held else None,
                 )
             waiting[g.name] = dataclasses.replace(reasons[key], gang=g.name)
-            if g.name in held and waiting[g.name].code is plan.ReasonCode.TOPOLOGY_FRAGMENTED:
-                level = g.topology.level.rsplit("/", 1)[-1]  # type: ignore[union-attr]
-                message = (
-                    f"{waiting[g.name].message}; it prefers one {level} and spreads over several "
-                    f"once it has waited {config.spread_delay_s:g} s"
-                )
-                waiting[g.name] = plan.Wait(g.name, plan.ReasonCode.SPREAD_DELAYED, message)
     stats.seconds = time.perf_counter() - started
     retry = [by_name[g].queued_at + config.preemption_delay_s for g in delayed]
     retry += [by_name[g].queued_at + config.spread_delay_s for g in held if g in waiting]

@@ -41,11 +41,14 @@ def reason(
     preemption_tried: bool,
     preemption_delay_s: float | None = None,
     preemption_exempt_s: float = 0.0,
+    spread_delay_s: float | None = None,
 ) -> plan.Wait:
     """Why ``gang`` waits, given the state ``before`` this cycle's plan and ``after`` it.
 
     ``preemption_delay_s``: set when the gang could preempt but has not waited that long yet.
     ``preemption_exempt_s``: ``Config.preemption_exempt_s``, to tell victims not yet preemptible.
+    ``spread_delay_s``: set when ``gang`` only prefers its level and is held to one domain of it
+    (``Config.spread_delay_s``): a fragmented level then reads ``SPREAD_DELAYED``.
 
     ``before`` is used for a tentative placement and is left as it was.
     """
@@ -104,12 +107,13 @@ def reason(
                 if preemption_tried and held_there
                 else ""
             )
-            return _wait(
-                gang,
-                Code.TOPOLOGY_FRAGMENTED,
-                f"needs {need.what} in one {need.level}; "
-                f"largest free {need.level} has {largest}{need.unit} ({where}){tail}",
+            message = (
+                f"needs {need.what} in one {need.level}; largest free {need.level} has {largest}{need.unit} ({where})"
             )
+            if spread_delay_s is None:
+                return _wait(gang, Code.TOPOLOGY_FRAGMENTED, message + tail)
+            spreads = f"; it prefers one {need.level} and spreads over several once it has waited {spread_delay_s:g} s"
+            return _wait(gang, Code.SPREAD_DELAYED, message + tail + spreads)
     return _wait(
         gang,
         Code.NODE_FRAGMENTED,
