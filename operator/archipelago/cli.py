@@ -341,6 +341,9 @@ def bench_cycle(cards: int, pending_pods: int, seed: int, budget: float, greedy_
     "--resync", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Cycle at least every N s."
 )
 @click.option("--metrics-port", default=9090, show_default=True, type=click.IntRange(0, 65535), help="0: no endpoint.")
+@click.option(
+    "--health-port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Liveness /healthz; 0: none."
+)
 @click.option("--peering", help="kopf peering name: replicas stand by and only the highest --priority schedules.")
 @click.option("--priority", default=0, show_default=True, type=int, help="This replica's peering priority.")
 @click.option("--no-preemption", is_flag=True, help="Never preempt running gangs.")
@@ -351,6 +354,7 @@ def run(
     budget: float,
     resync: float,
     metrics_port: int,
+    health_port: int,
     peering: str | None,
     priority: int,
     no_preemption: bool,
@@ -371,7 +375,9 @@ def run(
         spread_delay_s=spread_delay,
         queueing=queueing,
     )
-    settings = config.Operator(cycle=cycle, resync_s=resync, metrics_port=metrics_port or None)
+    settings = config.Operator(
+        cycle=cycle, resync_s=resync, metrics_port=metrics_port or None, health_port=health_port or None
+    )
     import kubernetes.config
 
     try:

@@ -31,6 +31,8 @@ class Operator:
     """After an event, wait this long (seconds) so a burst of events makes one cycle."""
     metrics_port: int | None = 9090
     """Port of the Prometheus endpoint; None: no endpoint."""
+    health_port: int | None = 8080
+    """Port of kopf's liveness endpoint (``/healthz``, the chart's probe); None: no endpoint."""
     actuation: Actuation = Actuation()
 
     def __post_init__(self) -> None:

@@ -46,6 +46,20 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(dict(body))
 
 
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Credentials as kubectl finds them: the in-cluster ServiceAccount, else the kubeconfig.
+
+    A registry of our own has none of kopf's fallback logins: without this handler the operator
+    starts, finds no credentials and never watches anything (found on the real API server). None
+    where neither exists, so that another login handler (the emulator tests') may answer.
+    """
+    try:
+        return kopf.login_via_client(**kwargs)
+    except kopf.LoginError:
+        return None
+
+
 @kopf.index("nodes", registry=registry)
 def nodes_index(name: str, body: kopf.Body, **_: Any) -> dict:
     return {name: _plain(body)}

@@ -15,8 +15,10 @@ import kubernetes.config
 from archipelago import api, config, describe, handlers, metrics
 from archipelago.api import resources
 
-LIVENESS_ENDPOINT = "http://0.0.0.0:8080/healthz"
-"""kopf's liveness probe: answers while the operator's tasks are alive."""
+
+def liveness_endpoint(port: int | None) -> str | None:
+    """kopf's liveness probe on ``port``: answers while the operator's tasks are alive."""
+    return None if port is None else f"http://0.0.0.0:{port}/healthz"
 
 
 def client() -> kubernetes.client.ApiClient:
@@ -44,7 +46,7 @@ def run(settings: config.Operator, *, peering: str | None, priority: int, verbos
         peering_name=peering,
         priority=priority,
         memo=kopf.Memo(runtime=handlers.Runtime(settings, client())),
-        liveness_endpoint=LIVENESS_ENDPOINT,
+        liveness_endpoint=liveness_endpoint(settings.health_port),
     )
 
 

@@ -86,7 +86,9 @@ class CardRequest(Model):
 
     model_config = pydantic.ConfigDict(
         json_schema_extra=cel(
-            "self.milli == 1000 || self.count == 1",
+            # has(): the API server also checks the rule on the field's default ({}), before
+            # nested defaults are filled in; an absent field is its default (1000, 1).
+            "!has(self.milli) || self.milli == 1000 || !has(self.count) || self.count == 1",
             _ONE_CARD_FRACTION,
         )
     )

@@ -1,0 +1,164 @@
+"""The operator's contract on a real control plane: kube-apiserver, etcd, the garbage collector, KWOK nodes.
+
+The operator is the real ``archipelago run`` process, authenticated as the chart's ServiceAccount
+with the chart's RBAC: a verb the chart does not grant fails here. kwok moves bound pods to
+Running and deletes terminating ones when their grace period allows.
+"""
+
+from __future__ import annotations
+
+from archipelago.api import labels
+from tests.controlplane.kube import Cluster, eventually
+from tests.workload_builders import make_job, make_service
+
+ISLAND = {"level": "archipelago.dev/island", "mode": "Required"}
+
+
+def cards_of(pod) -> set[int]:
+    text = pod.metadata.annotations[labels.POD_CARDS]
+    return {int(c) for c in text.split(",")} if text else set()
+
+
+def no_card_shared(pods) -> bool:
+    seen: set[tuple[str, int]] = set()
+    for p in pods:
+        for card in cards_of(p):
+            if (p.spec.node_name, card) in seen:
+                return False
+            seen.add((p.spec.node_name, card))
+    return True
+
+
+def test_a_gang_runs_inside_one_island(cluster: Cluster, operator):
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    cluster.node("b-0", island="b")
+    cluster.node("b-1", island="b")
+    cluster.ready()
+    operator()
+    cluster.create(make_job("llm", workers=2, cards=8, topology=ISLAND))
+
+    pods = cluster.running("llm", 2)
+    assert {cluster.island_of(p.spec.node_name) for p in pods} == {"b"}
+    assert all(cards_of(p) == set(range(8)) for p in pods)
+    assert pods[0].metadata.owner_references[0].kind == "TrainingJob"
+    status = eventually(lambda: (s := cluster.status("TrainingJob", "llm")).get("phase") == "Running" and s)
+    assert status["placement"]["cards"] == 16
+    assert cluster.condition("TrainingJob", "llm")["reason"] == "Placed"
+    eventually(lambda: any(e.reason == "Placed" for e in cluster.events("llm")), what="a Placed Event")
+
+
+def test_a_gang_too_big_for_any_island_waits_and_says_why(cluster: Cluster, operator):
+    cluster.pool()
+    for name in ("a-0", "a-1", "b-0", "b-1"):
+        cluster.node(name, island=name[0])
+    operator()
+    cluster.create(make_job("huge", workers=3, cards=8, topology=ISLAND))
+
+    condition = eventually(lambda: cluster.condition("TrainingJob", "huge"))
+    assert (condition["status"], condition["reason"]) == ("False", "TopologyTooSmall")
+    assert "24" in condition["message"] and "16" in condition["message"], condition["message"]
+    assert cluster.status("TrainingJob", "huge")["phase"] == "Pending"
+    eventually(lambda: any(e.reason == "TopologyTooSmall" and e.type == "Warning" for e in cluster.events("huge")))
+    assert cluster.pods("huge") == []
+
+
+def test_inference_replicas_share_one_card_by_fraction(cluster: Cluster, operator):
+    cluster.pool(fractional=True)
+    cluster.node("a-0", island="a", cards=1)
+    operator()
+    cluster.create(make_service("chat", replicas=3, milli=250, memory_mib=16384))
+
+    pods = cluster.running("chat", 3)
+    assert {p.spec.node_name for p in pods} == {cluster.nodes[0]}
+    assert all(cards_of(p) == {0} for p in pods)
+    assert eventually(lambda: cluster.status("InferenceService", "chat").get("phase") == "Running")
+
+
+def test_a_higher_priority_gang_preempts_a_lower_one_with_its_grace_period(cluster: Cluster, operator):
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    cluster.node("a-1", island="a")
+    low = cluster.priority_class("low", 10)
+    high = cluster.priority_class("high", 1000)
+    operator()
+    cluster.create(make_job("tune", workers=2, priority_class=low, preemptible=True, grace=4))
+    victims = cluster.running("tune", 2)
+    assert victims[0].spec.termination_grace_period_seconds == 4
+
+    deletions = cluster.record_deletions()
+
+    cluster.create(make_job("train", workers=2, priority_class=high))
+
+    cluster.running("train", 2)
+    assert deletions == {"tune-worker-0": 4, "tune-worker-1": 4}
+    preempted = eventually(lambda: cluster.condition("TrainingJob", "tune", "Preempted"))
+    assert preempted["status"] == "True" and f"{cluster.namespace}/train" in preempted["message"]
+    assert eventually(lambda: cluster.status("TrainingJob", "tune").get("preemptions") == 1)
+    assert no_card_shared(cluster.pods())
+
+
+def test_suspend_removes_the_pods_and_resume_places_them_again(cluster: Cluster, operator):
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    operator()
+    cluster.create(make_job("pause", workers=1, cards=4, grace=1))
+    cluster.running("pause", 1)
+
+    cluster.patch("TrainingJob", "pause", {"spec": {"suspend": True}})
+    eventually(lambda: cluster.pods("pause", live=False) == [], what="the suspended job's pods gone")
+    assert eventually(lambda: cluster.status("TrainingJob", "pause").get("phase") == "Suspended")
+
+    cluster.patch("TrainingJob", "pause", {"spec": {"suspend": False}})
+    cluster.running("pause", 1)
+
+
+def test_deleting_a_job_removes_its_pods_and_service(cluster: Cluster, operator):
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    operator()
+    cluster.create(make_job("gone", workers=2, cards=4, grace=1))
+    cluster.running("gone", 2)
+    assert cluster.core.read_namespaced_service("gone", cluster.namespace)
+
+    cluster.delete("TrainingJob", "gone")
+
+    eventually(lambda: cluster.pods("gone", live=False) == [], what="the pods gone")
+    eventually(
+        lambda: not [s for s in cluster.core.list_namespaced_service(cluster.namespace).items if s.metadata.name == "gone"],
+        what="the garbage collector deleting the Service the job owned",
+    )
+
+
+def test_an_operator_restart_mid_placement_leaves_no_duplicates(cluster: Cluster, operator):
+    cluster.pool()
+    for i in range(4):
+        cluster.node(f"a-{i}", island="a")
+    first = operator()
+    for i in range(4):
+        cluster.create(make_job(f"j{i}", workers=2, cards=4, topology=ISLAND))
+    eventually(lambda: cluster.pods(), what="some pods made")
+    first.stop(kill=True)
+    operator()
+
+    for i in range(4):
+        cluster.running(f"j{i}", 2)
+    pods = cluster.pods()
+    assert len(pods) == 8 and no_card_shared(pods)
+
+
+def test_a_node_lost_for_good_restarts_the_gang_elsewhere(cluster: Cluster, operator):
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    cluster.node("a-1", island="a")
+    cluster.ready()
+    operator()
+    cluster.create(make_job("move", workers=1, cards=8))
+    (pod,) = cluster.running("move", 1)
+
+    cluster.core.delete_node(pod.spec.node_name)
+
+    (moved,) = eventually(
+        lambda: (pods := cluster.running("move", 1)) and pods[0].spec.node_name != pod.spec.node_name and pods
+    )
+    assert eventually(lambda: cluster.status("TrainingJob", "move").get("restarts") == 1)
