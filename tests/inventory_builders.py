@@ -38,6 +38,7 @@ def make_node_body(
     island: str | None = None,
     spine: str | None = None,
     ready: bool | str = True,
+    ready_since: str | None = None,
     cpu: str = "64",
     memory: str = "512Gi",
     unhealthy_label: str | None = None,
@@ -48,7 +49,8 @@ def make_node_body(
 ) -> dict[str, Any]:
     """A core/v1 Node dict. ``cards=None`` leaves the card resource out of the status entirely.
 
-    ``ready`` is the Ready condition's status: True, False or a string such as ``"Unknown"``.
+    ``ready`` is the Ready condition's status: True, False or a string such as ``"Unknown"``;
+    ``ready_since`` its ``lastTransitionTime`` (RFC 3339), absent by default.
     """
     all_labels = {topology.HOSTNAME: name, **(labels or {})}
     for key, value in (
@@ -84,7 +86,10 @@ def make_node_body(
         "status": {
             "capacity": capacity,
             "allocatable": allocatable,
-            "conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": condition}],
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False"},
+                {"type": "Ready", "status": condition, **({"lastTransitionTime": ready_since} if ready_since else {})},
+            ],
         },
     }
 

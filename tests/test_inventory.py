@@ -196,6 +196,23 @@ def test_not_ready_and_unknown_nodes_are_lost_not_in_the_cluster():
     assert found.pools["gpu"].lost == ("b", "c") and found.pools["gpu"].nodes == 1
 
 
+def test_a_node_not_ready_for_less_than_the_grace_keeps_its_pods_but_takes_no_new_ones():
+    now = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    bodies = [
+        make_node_body(name="blip", ready=False, ready_since="2027-01-15T07:59:50Z"),
+        make_node_body(name="silent", ready="Unknown", ready_since="2027-01-15T07:59:00Z"),
+        make_node_body(name="gone", ready=False, ready_since="2027-01-15T07:54:59Z"),
+    ]
+    found = inventory.cluster(bodies, {"gpu": make_pool()}, now=now, lost_after_s=300)
+    assert [n.name for n in found.cluster.nodes] == ["blip", "silent"]
+    assert found.lost == ("gone",), "lost only after 300 s, as the node lifecycle controller evicts"
+    taints = {n.name: n.taints for n in found.cluster.nodes}
+    assert taints["blip"] == (nodes.NOT_READY,)
+    assert taints["silent"] == (nodes.UNREACHABLE,)
+    assert found.pools["gpu"].nodes == 0, "a node that is not Ready offers no cards meanwhile"
+    assert found.not_ready_until == now - 60 + 300, "the first grace to end: silent's"
+
+
 def test_a_node_matching_no_pool_is_not_in_the_cluster_and_two_matching_pools_are_reported():
     pools = {"b-pool": make_pool(selector={"zone": "x"}), "a-pool": make_pool(selector={"rack": "1"})}
     bodies = [

@@ -347,6 +347,13 @@ def bench_cycle(cards: int, pending_pods: int, seed: int, budget: float, greedy_
 @click.option("--peering", help="kopf peering name: replicas stand by and only the highest --priority schedules.")
 @click.option("--priority", default=0, show_default=True, type=int, help="This replica's peering priority.")
 @click.option("--no-preemption", is_flag=True, help="Never preempt running gangs.")
+@click.option(
+    "--node-lost-after",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a node may be NotReady before its gangs restart elsewhere.",
+)
 @_waits("Seconds")
 @_queueing("Pending gangs: ")
 @click.option("--verbose", is_flag=True)
@@ -358,6 +365,7 @@ def run(
     peering: str | None,
     priority: int,
     no_preemption: bool,
+    node_lost_after: float,
     preemption_delay: float,
     preemption_exempt: float,
     spread_delay: float,
@@ -376,7 +384,11 @@ def run(
         queueing=queueing,
     )
     settings = config.Operator(
-        cycle=cycle, resync_s=resync, metrics_port=metrics_port or None, health_port=health_port or None
+        cycle=cycle,
+        resync_s=resync,
+        metrics_port=metrics_port or None,
+        health_port=health_port or None,
+        node_lost_after_s=node_lost_after,
     )
     import kubernetes.config
 

@@ -33,8 +33,14 @@ class Operator:
     """Port of the Prometheus endpoint; None: no endpoint."""
     health_port: int | None = 8080
     """Port of kopf's liveness endpoint (``/healthz``, the chart's probe); None: no endpoint."""
+    node_lost_after_s: float = 300.0
+    """A node not Ready for this long (seconds) has lost its pods and their gangs restart elsewhere;
+    before that it only takes no new pods. 300 s is the node lifecycle controller's default
+    eviction (the ``tolerationSeconds`` of its ``not-ready``/``unreachable`` NoExecute taints)."""
     actuation: Actuation = Actuation()
 
     def __post_init__(self) -> None:
+        if self.node_lost_after_s < 0:
+            raise ValueError(f"node_lost_after_s must not be negative: {self.node_lost_after_s}")
         if self.resync_s <= 0 or self.settle_s < 0:
             raise ValueError(f"resync_s must be positive and settle_s not negative: {self.resync_s}, {self.settle_s}")

@@ -86,16 +86,21 @@ class Scheduler:
         self._preempting: dict[str, set[str]] = {}
         """Preemptor gang to the victim pod keys still terminating."""
 
-    def _inventory(self, nodes, pool_bodies, pools) -> inventory.Inventory:
-        """The cluster read from the nodes, reused while no Node or AcceleratorPool changed.
+    def _inventory(self, nodes, pool_bodies, pools, now: float) -> inventory.Inventory:
+        """The cluster read from the nodes, reused while no Node or AcceleratorPool changed and no
+        not-Ready node's grace ran out.
 
         Objects from the API carry a ``resourceVersion`` that changes with every write; without
         one (hand-built inputs) the cluster is read afresh.
         """
         versions = [(b["metadata"].get("name"), b["metadata"].get("resourceVersion")) for b in (*nodes, *pool_bodies)]
         key = tuple(versions) if all(v for _, v in versions) else None
-        if key is None or key != self._inventory_key:
-            self._inventory_cache = inventory.cluster(nodes, pools)
+        cached = self._inventory_cache
+        expired = cached is not None and cached.not_ready_until is not None and now >= cached.not_ready_until
+        if key is None or key != self._inventory_key or expired:
+            self._inventory_cache = inventory.cluster(
+                nodes, pools, now=now, lost_after_s=self.settings.node_lost_after_s
+            )
             self._inventory_key = key
         return self._inventory_cache
 
@@ -134,7 +139,7 @@ class Scheduler:
         # 1. The cluster and the ledger, rebuilt from nodes, pools and pod annotations, in a worker
         # thread: the index values are our own copies, which kopf replaces and never mutates.
         pools = _pools(inputs.pools)
-        inv = await asyncio.to_thread(self._inventory, inputs.nodes, inputs.pools, pools)
+        inv = await asyncio.to_thread(self._inventory, inputs.nodes, inputs.pools, pools, now)
         rebuilt = await asyncio.to_thread(inventory.ledger, inv.cluster, inputs.pods)
         problems = {str(p) for p in (*inv.problems, *rebuilt.problems, *rebuilt.conflicts)}
         for problem in sorted(problems - self._reported):  # each once, not every cycle

@@ -317,7 +317,9 @@ class Cluster:
 
     def fail_pod(self, name: str, reason: str = "Error") -> None:
         """The pod's container exits non-zero: kwok is told to leave the pod alone, then its status is written."""
-        self.core.patch_namespaced_pod(name, self.namespace, {"metadata": {"annotations": {components.CUSTOM_STATUS: "custom"}}})
+        self.core.patch_namespaced_pod(
+            name, self.namespace, {"metadata": {"annotations": {components.CUSTOM_STATUS: "custom"}}}
+        )
         status = {"status": {"phase": "Failed", "reason": reason, "message": "exit code 1"}}
         self.core.patch_namespaced_pod_status(name, self.namespace, status)
 
@@ -347,7 +349,9 @@ class Cluster:
         except ApiException as e:
             if e.status != 404:
                 raise
-        eventually(lambda: _gone(lambda: self.core.read_namespace(self.namespace)), what=f"namespace {self.namespace} gone")
+        eventually(
+            lambda: _gone(lambda: self.core.read_namespace(self.namespace)), what=f"namespace {self.namespace} gone"
+        )
         for pool in self.pools:
             _ignore_missing(lambda p=pool: self.custom.delete_cluster_custom_object(
                 api.GROUP, api.VERSION, "acceleratorpools", p))  # fmt: skip

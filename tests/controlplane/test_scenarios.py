@@ -125,7 +125,9 @@ def test_deleting_a_job_removes_its_pods_and_service(cluster: Cluster, operator)
 
     eventually(lambda: cluster.pods("gone", live=False) == [], what="the pods gone")
     eventually(
-        lambda: not [s for s in cluster.core.list_namespaced_service(cluster.namespace).items if s.metadata.name == "gone"],
+        lambda: (
+            not [s for s in cluster.core.list_namespaced_service(cluster.namespace).items if s.metadata.name == "gone"]
+        ),
         what="the garbage collector deleting the Service the job owned",
     )
 
@@ -162,3 +164,31 @@ def test_a_node_lost_for_good_restarts_the_gang_elsewhere(cluster: Cluster, oper
         lambda: (pods := cluster.running("move", 1)) and pods[0].spec.node_name != pod.spec.node_name and pods
     )
     assert eventually(lambda: cluster.status("TrainingJob", "move").get("restarts") == 1)
+
+
+def test_a_node_not_ready_for_seconds_keeps_its_gang_and_one_lost_past_the_grace_restarts_it(
+    cluster: Cluster, operator
+):
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    cluster.node("a-1", island="a")
+    cluster.node("a-2", island="a")
+    cluster.ready()
+    operator("--node-lost-after", "12")
+    cluster.create(make_job("stay", workers=1, cards=8))
+    (pod,) = cluster.running("stay", 1)
+    flaky = pod.spec.node_name
+
+    cluster.stop_node(flaky)
+    cluster.create(make_job("newcomer", workers=1, cards=8))
+    (newcomer,) = cluster.running("newcomer", 1)
+    assert newcomer.spec.node_name != flaky, "a node that is not Ready takes no new pods"
+    assert [p.metadata.uid for p in cluster.pods("stay")] == [pod.metadata.uid], "nor loses its pods at once"
+    assert cluster.status("TrainingJob", "stay").get("restarts", 0) == 0
+
+    assert eventually(
+        lambda: cluster.status("TrainingJob", "stay").get("restarts") == 1, what="a restart past the grace"
+    )
+    cluster.restart_node(flaky)  # its kubelet returns and lets the old pod go
+    (moved,) = eventually(lambda: (p := cluster.running("stay", 1)) and p[0].metadata.uid != pod.metadata.uid and p)
+    assert moved.spec.node_name != flaky, "the restarted gang avoids the node it lost"

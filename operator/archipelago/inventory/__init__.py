@@ -28,8 +28,9 @@ __all__ = ["Inventory", "PoolFacts", "cluster", "ledger"]
 class PoolFacts:
     """What an AcceleratorPool's status shows: its ready nodes, healthy cards, and lost nodes.
 
-    ``models`` maps each card model to its healthy cards in the pool. ``lost`` names the pool's
-    nodes left out of the cluster (NotReady, Unknown, or unreadable), sorted.
+    ``models`` maps each card model to its healthy cards in the pool (Ready nodes only). ``lost``
+    names the pool's nodes whose pods are lost (not Ready for longer than the grace, or
+    unreadable), sorted.
     """
 
     nodes: int = 0
@@ -46,19 +47,35 @@ class Inventory:
     node's ``pool`` is its AcceleratorPool's name. ``lost`` names the pool nodes left out (their
     pods hold resources the ledger cannot place), sorted. ``problems`` lists configuration
     errors, in node order. ``pools`` has facts for every pool, including empty ones.
+    ``not_ready_until`` is when the first not-Ready node kept in the cluster runs out of its grace
+    (epoch seconds; None when there is none): the reading is stale from then on.
     """
 
     cluster: cluster_.Cluster
     lost: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
     pools: Mapping[str, PoolFacts] = dataclasses.field(default_factory=dict)
+    not_ready_until: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pools", types.MappingProxyType(dict(self.pools)))
 
 
-def cluster(nodes: Iterable[Mapping[str, Any]], pools: Mapping[str, resources.AcceleratorPoolSpec]) -> Inventory:
+def cluster(
+    nodes: Iterable[Mapping[str, Any]],
+    pools: Mapping[str, resources.AcceleratorPoolSpec],
+    *,
+    now: float | None = None,
+    lost_after_s: float = 0.0,
+) -> Inventory:
     """Read Node objects into the cluster of the pools ``pools`` (AcceleratorPool name -> spec).
+
+    A node that is not Ready for less than ``lost_after_s`` seconds at ``now`` (epoch seconds,
+    from its Ready condition's ``lastTransitionTime``) stays in the cluster, tainted
+    ``node.kubernetes.io/not-ready`` or ``unreachable`` with ``NoSchedule`` as the node lifecycle
+    controller taints it: its pods keep their cards, nothing new is placed on it. Past that, or
+    without ``now`` or a transition time, the node is lost and so are its pods. The operator's
+    default grace is 300 s, the node lifecycle controller's eviction default (``config.Operator``).
 
     A node matching no pool is not part of the cluster (and not reported); a node matching
     several joins the first by name, and is reported. The topology levels are the pools'
@@ -88,13 +105,15 @@ def cluster(nodes: Iterable[Mapping[str, Any]], pools: Mapping[str, resources.Ac
         reading = nodes_.node(body, names[0], pools[names[0]])
         problems.extend(reading.problems)
         readings.append(reading)
-    usable = sorted((r.node for r in readings if r.usable and r.node is not None), key=lambda n: n.name)
-    lost = sorted(r.name for r in readings if not r.usable)
+    waiting = [r for r in readings if not r.usable and r.within_grace(now, lost_after_s)]
+    kept = [r.node for r in readings if r.usable and r.node is not None] + [r.tainted() for r in waiting]
+    lost = sorted(r.name for r in readings if not r.usable and r not in waiting)
     return Inventory(
-        cluster=cluster_.build(usable, levels),
+        cluster=cluster_.build(sorted(kept, key=lambda n: n.name), levels),
         lost=tuple(lost),
         problems=tuple(problems),
-        pools=_facts(pools, readings),
+        pools=_facts(pools, readings, frozenset(lost)),
+        not_ready_until=min((r.not_ready[1] + lost_after_s for r in waiting if r.not_ready), default=None),
     )
 
 
@@ -116,7 +135,7 @@ def _levels(pools: Mapping[str, resources.AcceleratorPoolSpec]) -> tuple[tuple[s
 
 
 def _facts(
-    pools: Mapping[str, resources.AcceleratorPoolSpec], readings: list[nodes_.NodeReading]
+    pools: Mapping[str, resources.AcceleratorPoolSpec], readings: list[nodes_.NodeReading], lost: frozenset[str]
 ) -> dict[str, PoolFacts]:
     by_pool: dict[str, list[nodes_.NodeReading]] = collections.defaultdict(list)
     for reading in readings:
@@ -133,6 +152,6 @@ def _facts(
             nodes=len(usable),
             cards=sum(models.values()),
             models=dict(sorted(models.items())),
-            lost=tuple(sorted(r.name for r in members if not r.usable)),
+            lost=tuple(sorted(r.name for r in members if r.name in lost)),
         )
     return facts

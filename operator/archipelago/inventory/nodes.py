@@ -9,6 +9,7 @@ sentences naming the node, the field and the fix, and falls back where a fallbac
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,6 +22,10 @@ from archipelago.inventory import quantities, vendors
 
 UNSCHEDULABLE = nodes_.Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
 """The taint a cordoned node (``spec.unschedulable``) carries, as the node lifecycle controller adds it."""
+NOT_READY = nodes_.Taint("node.kubernetes.io/not-ready", "", "NoSchedule")
+"""The taint of a node whose Ready condition is False, as the node lifecycle controller adds it."""
+UNREACHABLE = nodes_.Taint("node.kubernetes.io/unreachable", "", "NoSchedule")
+"""The taint of a node whose Ready condition is Unknown (its kubelet stopped reporting)."""
 UNKNOWN_MODEL = "unknown"
 """The model of cards no label and no pool names; such cards only serve pods that name no model."""
 
@@ -41,10 +46,28 @@ class NodeReading:
     node: nodes_.Node | None
     ready: bool
     problems: tuple[str, ...] = ()
+    not_ready: tuple[str, float] | None = None
+    """For a node that is not Ready: its Ready condition's status (``False``, ``Unknown``) and the
+    time it took it (``lastTransitionTime``, seconds since the epoch); None when Ready or unknown."""
 
     @property
     def usable(self) -> bool:
         return self.ready and self.node is not None
+
+    def within_grace(self, now: float | None, lost_after_s: float) -> bool:
+        """Whether a not-Ready node may still come back: NotReady for less than ``lost_after_s``."""
+        return (
+            now is not None
+            and self.node is not None
+            and self.not_ready is not None
+            and now - self.not_ready[1] < lost_after_s
+        )
+
+    def tainted(self) -> nodes_.Node:
+        """The node as the node lifecycle controller leaves a not-Ready one: tainted NoSchedule."""
+        assert self.node is not None and self.not_ready is not None
+        taint = UNREACHABLE if self.not_ready[0] == "Unknown" else NOT_READY
+        return dataclasses.replace(self.node, taints=(*self.node.taints, taint))
 
 
 def matching(body: Mapping[str, Any], pools: Mapping[str, resources.AcceleratorPoolSpec]) -> list[str]:
@@ -71,6 +94,22 @@ def ready(body: Mapping[str, Any]) -> bool:
         if isinstance(condition, Mapping) and condition.get("type") == "Ready":
             return condition.get("status") == "True"
     return False
+
+
+def not_ready(body: Mapping[str, Any]) -> tuple[str, float] | None:
+    """The Ready condition's status and ``lastTransitionTime`` (epoch seconds) of a node that is not
+    Ready; None for a Ready node or one whose condition carries no readable time."""
+    for condition in (body.get("status") or {}).get("conditions") or ():
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            since = condition.get("lastTransitionTime")
+            if condition.get("status") == "True" or not isinstance(since, str):
+                return None
+            try:
+                when = datetime.datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return None
+            return str(condition.get("status")), when
+    return None
 
 
 def node(body: Mapping[str, Any], pool_name: str, spec: resources.AcceleratorPoolSpec) -> NodeReading:
@@ -104,14 +143,15 @@ def node(body: Mapping[str, Any], pool_name: str, spec: resources.AcceleratorPoo
     cards, links = _cards(node_labels, _strings(metadata.get("annotations")), status, spec, report)
     taints = _taints(body.get("spec") or {}, report)
     is_ready = ready(body)
+    since = None if is_ready else not_ready(body)
     if cpu is None or memory is None:
-        return NodeReading(name, pool_name, None, is_ready, tuple(problems))
+        return NodeReading(name, pool_name, None, is_ready, tuple(problems), since)
     try:
         core = nodes_.Node(name, cpu, memory, cards, pool_name, node_labels, taints, links)
     except ValueError as error:
         report(f"cannot be modelled ({error}); it is left out of the cluster")
-        return NodeReading(name, pool_name, None, is_ready, tuple(problems))
-    return NodeReading(name, pool_name, core, is_ready, tuple(problems))
+        return NodeReading(name, pool_name, None, is_ready, tuple(problems), since)
+    return NodeReading(name, pool_name, core, is_ready, tuple(problems), since)
 
 
 Report = Callable[[str], None]
