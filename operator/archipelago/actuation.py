@@ -84,9 +84,24 @@ class Actuator:
         results = await asyncio.gather(*(self._delete(namespace, n, grace_s) for n in names))
         return sum(not ok for ok in results)
 
-    async def patch_status(self, kind: resources.Kind, namespace: str, name: str, status: dict[str, Any]) -> bool:
-        """Merge-patch the status subresource of a workload or pool; False if it failed."""
-        body = {"status": status}
+    async def patch_status(
+        self,
+        kind: resources.Kind,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> bool:
+        """Merge-patch the status subresource of a workload or pool; False if it failed.
+
+        With ``resource_version`` the write is conditional: if the object changed since that
+        version (the operator's view was stale, say a restart count from before the last write),
+        the API server answers 409 Conflict and nothing is written; the next cycle reads afresh.
+        """
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             if kind.namespaced:
                 call = self.custom.patch_namespaced_custom_object_status
@@ -96,6 +111,14 @@ class Actuator:
                 args = (api.GROUP, api.VERSION, kind.plural, name, body)
             await self._call(call, *args)
             return True
+        except ApiException as e:
+            if e.status == 409:
+                logger.info(
+                    "status of %s %s/%s not written: changed since read; next cycle", kind.kind, namespace, name
+                )
+            else:
+                logger.warning("status of %s %s/%s not written: %s", kind.kind, namespace, name, _brief(e))
+            return False
         except Exception as e:  # noqa: BLE001 - a status write never stops the loop
             logger.warning("status of %s %s/%s not written: %s", kind.kind, namespace, name, _brief(e))
             return False

@@ -38,6 +38,11 @@ class Draft:
     def changed(self) -> bool:
         return self.status != self.original
 
+    def patch(self) -> dict[str, Any]:
+        """The merge patch (RFC 7386) from the status read to this one: a field this cycle removed
+        (``placement`` after success or preemption) is an explicit null, as only that deletes it."""
+        return merge_patch(self.original, self.status)
+
     def condition(self, type_: str, status: str, reason: str, message: str, now: str, event: str = "") -> None:
         """Set a condition; record an Event of type ``event`` when its status, reason or message changes."""
         old = next((c for c in self.status.get("conditions", ()) if c["type"] == type_), None)
@@ -52,6 +57,15 @@ class Draft:
         )
         if event and (old is None or (old["status"], old["reason"], old["message"]) != (status, reason, message)):
             self.events.append((event, reason, message))
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``new``, with None for each key of ``old`` that ``new`` lacks, at every level of nested mappings."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        patch[key] = merge_patch(before, value) if isinstance(value, Mapping) and isinstance(before, Mapping) else value
+    return patch
 
 
 def usage(ledger: ledger_.Ledger) -> dict[tuple[str, str], tuple[int, int]]:

@@ -94,7 +94,9 @@ def test_a_higher_priority_gang_preempts_a_lower_one_with_its_grace_period(clust
     assert deletions == {"tune-worker-0": 4, "tune-worker-1": 4}
     preempted = eventually(lambda: cluster.condition("TrainingJob", "tune", "Preempted"))
     assert preempted["status"] == "True" and f"{cluster.namespace}/train" in preempted["message"]
-    assert eventually(lambda: cluster.status("TrainingJob", "tune").get("preemptions") == 1)
+    status = eventually(lambda: (s := cluster.status("TrainingJob", "tune")).get("preemptions") == 1 and s)
+    assert status["phase"] == "Pending"
+    assert "placement" not in status, "a preempted gang holds nothing: the merge patch must remove the field"
     assert no_card_shared(cluster.pods())
 
 
