@@ -23,7 +23,6 @@ class Recorder:
     created: list[str] = dataclasses.field(default_factory=list)
     deleted: list[tuple[str, int | None]] = dataclasses.field(default_factory=list)
     statuses: dict[str, dict] = dataclasses.field(default_factory=dict)
-    versions: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
     async def create_gang(self, pods):
         self.created += [p["metadata"]["name"] for p in pods]
@@ -36,9 +35,8 @@ class Recorder:
         self.deleted += [(n, grace_s) for n in names]
         return 0
 
-    async def patch_status(self, kind, namespace, name, status, *, resource_version=None):
+    async def patch_status(self, kind, namespace, name, status):
         self.statuses[name] = status
-        self.versions[name] = resource_version
         return True
 
     async def event(self, involved, type_, reason, message):
@@ -218,11 +216,10 @@ def test_a_plan_asking_for_a_retry_gets_a_cycle_then_not_at_the_resync():
     assert 0.05 < times[1] - times[0] < 5
 
 
-def test_a_status_write_removes_what_the_cycle_dropped_and_is_conditional_on_the_version_read():
+def test_a_status_write_removes_what_the_cycle_dropped_and_writes_nothing_it_left_alone():
     node = make_node_body(name="n1", product="NVIDIA-H800")
     held = {"cards": 8, "milliCards": 8000, "nodes": ["n1"], "islands": [], "pods": 1}
     done = make_job("done", workers=1, status={"phase": "Running", "placement": held, "restarts": 2})
-    done["metadata"]["resourceVersion"] = "41"
     finished = running_pod("done", 0, tuple(range(8)))
     finished["status"]["phase"] = "Succeeded"
     recorder = Recorder()
@@ -233,14 +230,11 @@ def test_a_status_write_removes_what_the_cycle_dropped_and_is_conditional_on_the
     patch = recorder.statuses["done"]
     assert patch["phase"] == "Succeeded"
     assert "placement" in patch and patch["placement"] is None, "only an explicit null deletes a field by merge patch"
-    assert recorder.versions["done"] == "41", "a write from a stale read (an old restart count) must conflict"
+    assert "restarts" not in patch, "a restart count read from a lagging watch is never written back"
 
 
-def test_a_merge_patch_nulls_removed_keys_at_every_level():
+def test_a_merge_patch_nulls_removed_keys_at_every_level_and_leaves_out_what_is_unchanged():
     old = {"phase": "Running", "placement": {"cards": 8, "islands": ["a"]}, "restarts": 1}
-    new = {"phase": "Running", "placement": {"cards": 8}}
-    assert status_.merge_patch(old, new) == {
-        "phase": "Running",
-        "placement": {"cards": 8, "islands": None},
-        "restarts": None,
-    }
+    new = {"phase": "Running", "placement": {"cards": 8}, "message": "ok"}
+    assert status_.merge_patch(old, new) == {"placement": {"islands": None}, "restarts": None, "message": "ok"}
+    assert status_.merge_patch(new, new) == {}

@@ -84,24 +84,9 @@ class Actuator:
         results = await asyncio.gather(*(self._delete(namespace, n, grace_s) for n in names))
         return sum(not ok for ok in results)
 
-    async def patch_status(
-        self,
-        kind: resources.Kind,
-        namespace: str,
-        name: str,
-        status: dict[str, Any],
-        *,
-        resource_version: str | None = None,
-    ) -> bool:
-        """Merge-patch the status subresource of a workload or pool; False if it failed.
-
-        With ``resource_version`` the write is conditional: if the object changed since that
-        version (the operator's view was stale, say a restart count from before the last write),
-        the API server answers 409 Conflict and nothing is written; the next cycle reads afresh.
-        """
-        body: dict[str, Any] = {"status": status}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
+    async def patch_status(self, kind: resources.Kind, namespace: str, name: str, status: dict[str, Any]) -> bool:
+        """Merge-patch the status subresource of a workload or pool; False if it failed."""
+        body = {"status": status}
         try:
             if kind.namespaced:
                 call = self.custom.patch_namespaced_custom_object_status

@@ -58,8 +58,6 @@ class Workload:
     spec: Any
     status: common.WorkloadStatus
     annotations: Mapping[str, str]
-    resource_version: str = ""
-    """The ``metadata.resourceVersion`` read: a status write made from it fails if the object changed since."""
 
     @property
     def key(self) -> str:
@@ -120,7 +118,6 @@ def read(kind: resources.Kind, body: Mapping[str, Any]) -> Workload:
         spec=spec,
         status=status,
         annotations=types.MappingProxyType(dict(meta.get("annotations") or {})),
-        resource_version=str(meta.get("resourceVersion") or ""),
     )
 
 

@@ -375,9 +375,7 @@ class Scheduler:
         for type_, reason, message in draft.events:
             await self.actuator.event(involved, type_, reason, message)
         if draft.changed:
-            await self.actuator.patch_status(
-                w.kind, w.namespace, w.name, draft.patch(), resource_version=w.resource_version or None
-            )
+            await self.actuator.patch_status(w.kind, w.namespace, w.name, draft.patch())
 
     async def hold(
         self, kind: resources.Kind, body: Mapping[str, Any], phase: common.Phase, reason: str, message: str

@@ -32,15 +32,22 @@ class Draft:
     @classmethod
     def of(cls, w: queueing.Workload) -> Draft:
         status = w.status.model_dump(by_alias=True, exclude_none=True, mode="json")
-        return cls(w, status, dict(status))
+        # What the server holds is only what was set: a default (phase Pending) not yet written
+        # must be in the patch.
+        written = w.status.model_dump(by_alias=True, exclude_none=True, exclude_unset=True, mode="json")
+        return cls(w, status, written)
 
     @property
     def changed(self) -> bool:
-        return self.status != self.original
+        return bool(self.patch())
 
     def patch(self) -> dict[str, Any]:
-        """The merge patch (RFC 7386) from the status read to this one: a field this cycle removed
-        (``placement`` after success or preemption) is an explicit null, as only that deletes it."""
+        """The merge patch (RFC 7386) from the status read to this one: only what this cycle changed.
+
+        A field it removed (``placement`` after success or preemption) is an explicit null, as only
+        that deletes it; a field it left alone is not written, so a status read from a watch that
+        lags behind the operator's own last write (an older ``restarts``) is never written back.
+        """
         return merge_patch(self.original, self.status)
 
     def condition(self, type_: str, status: str, reason: str, message: str, now: str, event: str = "") -> None:
@@ -60,12 +67,18 @@ class Draft:
 
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """``new``, with None for each key of ``old`` that ``new`` lacks, at every level of nested mappings."""
+    """The RFC 7386 merge patch that turns ``old`` into ``new``: changed keys, None for removed ones,
+    recursing into nested mappings; ``{}`` when they are equal."""
     patch: dict[str, Any] = {key: None for key in old if key not in new}
     for key, value in new.items():
-        before = old.get(key)
+        before = old.get(key, _ABSENT)
+        if value == before:
+            continue
         patch[key] = merge_patch(before, value) if isinstance(value, Mapping) and isinstance(before, Mapping) else value
     return patch
+
+
+_ABSENT = object()
 
 
 def usage(ledger: ledger_.Ledger) -> dict[tuple[str, str], tuple[int, int]]:
