@@ -23,9 +23,11 @@ class Recorder:
     created: list[str] = dataclasses.field(default_factory=list)
     deleted: list[tuple[str, int | None]] = dataclasses.field(default_factory=list)
     statuses: dict[str, dict] = dataclasses.field(default_factory=dict)
+    bodies: list[dict] = dataclasses.field(default_factory=list)
 
     async def create_gang(self, pods):
         self.created += [p["metadata"]["name"] for p in pods]
+        self.bodies += pods
         return type("Created", (), {"ok": True})()
 
     async def ensure_service(self, service):
@@ -95,6 +97,50 @@ def test_a_preemptor_waits_until_its_victims_pods_are_gone():
     state[0] = dataclasses.replace(state[0], pods=[])
     asyncio.run(loop_.cycle())
     assert recorder.created == ["high-worker-0"]
+
+
+def test_no_card_is_double_booked_while_the_pods_watch_has_not_seen_the_pods_just_created():
+    node = make_node_body(name="n1", product="NVIDIA-H800")
+    first = make_job("first", workers=1)
+    state = [scheduler.Inputs([node], [POOL], [], [first])]
+    recorder = Recorder()
+    clock = [1000.0]
+    loop_ = scheduler.Scheduler(lambda: state[0], recorder, loop(state, recorder).settings, clock=lambda: clock[0])
+    asyncio.run(loop_.cycle())
+    assert recorder.created == ["first-worker-0"]
+
+    # The watch lags: neither the pod nor the status write has come back yet.
+    clock[0] += 1
+    state[0] = dataclasses.replace(state[0], jobs=[first, make_job("second", workers=1)])
+    asyncio.run(loop_.cycle())
+    assert recorder.created == ["first-worker-0"], "the second gang must not get the first one's 8 cards"
+    assert recorder.deleted == [] and recorder.statuses["first"].get("restarts", 0) == 0, "nor look lost"
+
+    # Once the watch shows the pod, it is counted from there (and once only); when it is gone, the cards are free.
+    pod = recorder.bodies[0]
+    seen = {**pod, "metadata": {**pod["metadata"], "creationTimestamp": "2026-11-21T09:00:00Z"}}
+    state[0] = dataclasses.replace(state[0], pods=[{**seen, "status": {"phase": "Running"}}])
+    asyncio.run(loop_.cycle())
+    assert recorder.created == ["first-worker-0"]
+    state[0] = dataclasses.replace(state[0], pods=[], jobs=[make_job("second", workers=1)])
+    asyncio.run(loop_.cycle())
+    assert recorder.created == ["first-worker-0", "second-worker-0"]
+
+
+def test_a_pod_created_but_never_seen_is_forgotten_after_the_assume_period():
+    node = make_node_body(name="n1", product="NVIDIA-H800")
+    state = [scheduler.Inputs([node], [POOL], [], [make_job("first", workers=1)])]
+    recorder = Recorder()
+    clock = [1000.0]
+    loop_ = scheduler.Scheduler(lambda: state[0], recorder, loop(state, recorder).settings, clock=lambda: clock[0])
+    asyncio.run(loop_.cycle())
+    state[0] = dataclasses.replace(state[0], jobs=[make_job("second", workers=1)])
+    clock[0] += scheduler.ASSUMED_FOR_S - 1
+    asyncio.run(loop_.cycle())
+    assert recorder.created == ["first-worker-0"]
+    clock[0] += 2
+    asyncio.run(loop_.cycle())
+    assert recorder.created == ["first-worker-0", "second-worker-0"]
 
 
 def test_a_plan_the_validator_rejects_is_never_applied(monkeypatch):

@@ -34,6 +34,13 @@ logger = logging.getLogger(__name__)
 Reason = reasons_.Reason
 SCHEDULED = reasons_.ConditionType.SCHEDULED
 
+ASSUMED_FOR_S = 120.0
+"""How long a pod this operator created counts, as created, before the pods watch shows it
+(seconds). kube-scheduler's assume cache (pkg/scheduler/backend/cache) does the same for the
+binding it just made: a watch that lags behind the operator's own writes must neither hand the
+pod's cards to another gang nor make its gang look as though it lost the pod. Past this, a pod
+never seen (deleted before the watch showed it) frees its cards again."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
@@ -85,6 +92,14 @@ class Scheduler:
         self._reported: set[str] = set()
         self._preempting: dict[str, set[str]] = {}
         """Preemptor gang to the victim pod keys still terminating."""
+        self._assumed: dict[tuple[str, str], tuple[Mapping[str, Any], float]] = {}
+        """(namespace, name) of each pod created but not yet seen, to its body and when it is forgotten."""
+
+    def _with_assumed(self, pods: Sequence[Mapping[str, Any]], now: float) -> list[Mapping[str, Any]]:
+        """The watched pods, and each pod created since that the watch has not shown yet."""
+        seen = {(p["metadata"].get("namespace", ""), p["metadata"]["name"]) for p in pods}
+        self._assumed = {k: v for k, v in self._assumed.items() if k not in seen and v[1] > now}
+        return [*pods, *(body for body, _ in self._assumed.values())]
 
     def _inventory(self, nodes, pool_bodies, pools, now: float) -> inventory.Inventory:
         """The cluster read from the nodes, reused while no Node or AcceleratorPool changed and no
@@ -135,6 +150,7 @@ class Scheduler:
         now = self.clock()
         stamp = status_.rfc3339(now)
         inputs = self.read()
+        inputs = dataclasses.replace(inputs, pods=self._with_assumed(inputs.pods, now))
 
         # 1. The cluster and the ledger, rebuilt from nodes, pools and pod annotations, in a worker
         # thread: the index values are our own copies, which kopf replaces and never mutates.
@@ -354,6 +370,8 @@ class Scheduler:
                 draft.condition(SCHEDULED, "False", Reason.POD_CREATION_FAILED, created.error, stamp, event="Warning")
                 continue
             metrics.PLACEMENTS.inc()
+            forget_at = self.clock() + ASSUMED_FOR_S
+            self._assumed.update({(w.namespace, p["metadata"]["name"]): (p, forget_at) for p in pods})
             placement = status_.placement(allocations, cluster)
             if w.training or "placement" not in draft.status:
                 draft.status["placement"] = placement
