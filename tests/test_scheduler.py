@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 
-from archipelago import config, metrics, scheduler
+from archipelago import actuation, config, metrics, scheduler
 from archipelago import status as status_
 from archipelago.api import labels
 from archipelago.cluster import ledger
@@ -28,7 +28,7 @@ class Recorder:
     async def create_gang(self, pods):
         self.created += [p["metadata"]["name"] for p in pods]
         self.bodies += pods
-        return type("Created", (), {"ok": True})()
+        return actuation.Created(True, uids={p["metadata"]["name"]: f"uid-{p['metadata']['name']}" for p in pods})
 
     async def ensure_service(self, service):
         return True
@@ -123,6 +123,21 @@ def test_no_card_is_double_booked_while_the_pods_watch_has_not_seen_the_pods_jus
     asyncio.run(loop_.cycle())
     assert recorder.created == ["first-worker-0"]
     state[0] = dataclasses.replace(state[0], pods=[], jobs=[make_job("second", workers=1)])
+    asyncio.run(loop_.cycle())
+    assert recorder.created == ["first-worker-0", "second-worker-0"]
+
+
+def test_a_pod_made_and_removed_between_two_cycles_is_forgotten_on_its_watch_event():
+    node = make_node_body(name="n1", product="NVIDIA-H800")
+    state = [scheduler.Inputs([node], [POOL], [], [make_job("first", workers=1)])]
+    recorder = Recorder()
+    loop_ = loop(state, recorder)
+    asyncio.run(loop_.cycle())
+    state[0] = dataclasses.replace(state[0], jobs=[make_job("second", workers=1)])
+    loop_.observed(NAMESPACE, "first-worker-0", "uid-of-an-older-pod-of-that-name")
+    asyncio.run(loop_.cycle())
+    assert recorder.created == ["first-worker-0"], "an event of another pod of the same name confirms nothing"
+    loop_.observed(NAMESPACE, "first-worker-0", "uid-first-worker-0")
     asyncio.run(loop_.cycle())
     assert recorder.created == ["first-worker-0", "second-worker-0"]
 

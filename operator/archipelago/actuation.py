@@ -13,7 +13,7 @@ import dataclasses
 import datetime
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kubernetes.client
@@ -30,11 +30,17 @@ COMPONENT = "archipelago"
 
 @dataclasses.dataclass(frozen=True)
 class Created:
-    """The outcome of creating a gang: ``ok``, or the error and whether retrying can help."""
+    """The outcome of creating a gang: ``ok``, or the error, whether retrying can help, and the
+    pods that were made and are being rolled back (they hold their cards until they are gone)."""
 
     ok: bool
     error: str = ""
     permanent: bool = False
+    quota: bool = False
+    """A namespace ResourceQuota refused a pod: the gang waits (not permanent) until it fits."""
+    rolled_back: tuple[dict[str, Any], ...] = ()
+    uids: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Pod name to the uid the API server gave it, for each pod made (kept or rolled back)."""
 
 
 class Actuator:
@@ -48,16 +54,28 @@ class Actuator:
         """Create every pod, or none: retry transient failures, then roll back what was made.
 
         A pod that already exists with the same gang attempt counts as created (an earlier
-        try that timed out on the client but succeeded on the server).
+        try that timed out on the client but succeeded on the server). A pod a ResourceQuota
+        refuses (HTTP 403, "exceeded quota") is not retried within the call; the gang waits.
+        The roll-back deletes with each pod's own grace period, never 0: a forced deletion removes
+        the object while a kubelet may already run the container, and its cards would look free.
         """
         results = await asyncio.gather(*(self._create(p) for p in pods))
-        errors = [r for r in results if r is not None]
+        uids = {p["metadata"]["name"]: r for p, r in zip(pods, results, strict=True) if isinstance(r, str)}
+        errors = [r for r in results if isinstance(r, _Refused)]
         if not errors:
-            return Created(True)
-        made = [p for p, r in zip(pods, results, strict=True) if r is None]
-        await asyncio.gather(*(self._delete(p["metadata"]["namespace"], p["metadata"]["name"], 0) for p in made))
-        permanent = any(e[1] for e in errors)
-        return Created(False, f"{len(errors)} of {len(pods)} pods could not be created: {errors[0][0]}", permanent)
+            return Created(True, uids=uids)
+        made = tuple(p for p in pods if p["metadata"]["name"] in uids)
+        await asyncio.gather(*(self._delete(p["metadata"]["namespace"], p["metadata"]["name"], None) for p in made))
+        quota = [e for e in errors if e.quota]
+        first = (quota or errors)[0]
+        return Created(
+            False,
+            f"{len(errors)} of {len(pods)} pods could not be created: {first.message}",
+            permanent=any(e.permanent for e in errors) and not quota,
+            quota=bool(quota),
+            rolled_back=made,
+            uids=uids,
+        )
 
     async def ensure_service(self, service: dict[str, Any]) -> bool:
         """Create a Service unless it exists; False (logged) if that failed."""
@@ -131,40 +149,46 @@ class Actuator:
         except Exception as e:  # noqa: BLE001 - an Event is best effort
             logger.info("event %s on %s not recorded: %s", reason, involved.get("name"), _brief(e))
 
-    async def _create(self, pod: dict[str, Any]) -> tuple[str, bool] | None:
-        """None once the pod exists; else (error, permanent) after the last attempt."""
+    async def _create(self, pod: dict[str, Any]) -> str | _Refused:
+        """The pod's uid once it exists; else why not, after the last attempt."""
         meta = pod["metadata"]
-        error = ("", False)
+        error = _Refused("", False)
         for attempt in range(self.settings.attempts):
             if attempt:
                 await asyncio.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
             try:
-                await self._call(self.core.create_namespaced_pod, meta["namespace"], pod)
-                return None
+                made = await self._call(self.core.create_namespaced_pod, meta["namespace"], pod)
+                return str(made.metadata.uid or "")
             except ApiException as e:
-                if e.status == 409 and await self._ours(pod):
-                    return None
-                error = (f"pod {meta['name']}: HTTP {e.status} {e.reason}: {_brief(e)}", _permanent(e.status))
-                if error[1]:
+                if e.status == 409 and (uid := await self._ours(pod)) is not None:
+                    return uid
+                text = _brief(e)
+                error = _Refused(
+                    f"pod {meta['name']}: HTTP {e.status} {e.reason}: {text}",
+                    _permanent(e.status),
+                    quota=e.status == 403 and _QUOTA in text,
+                )
+                if error.permanent:
                     return error
             except Exception as e:  # noqa: BLE001 - timeouts and broken connections are transient
-                error = (f"pod {meta['name']}: {_brief(e)}", False)
+                error = _Refused(f"pod {meta['name']}: {_brief(e)}", False)
         return error
 
-    async def _ours(self, pod: dict[str, Any]) -> bool:
-        """Whether the existing pod of that name is this very pod (same job, attempt and node)."""
+    async def _ours(self, pod: dict[str, Any]) -> str | None:
+        """The uid of the existing pod of that name if it is this very pod (same job, attempt and node)."""
         meta = pod["metadata"]
         try:
             existing = await self._call(self.core.read_namespaced_pod, meta["name"], meta["namespace"])
         except Exception:  # noqa: BLE001
-            return False
+            return None
         got = existing.metadata
-        return (
+        same = (
             (got.labels or {}) == {**(got.labels or {}), **meta["labels"]}
             and (got.annotations or {}).get(api.labels.POD_ATTEMPT) == meta["annotations"].get(api.labels.POD_ATTEMPT)
             and existing.spec.node_name == pod["spec"]["nodeName"]
             and not got.deletion_timestamp
         )
+        return str(got.uid or "") if same else None
 
     async def _delete(self, namespace: str, name: str, grace_s: int | None) -> bool:
         for attempt in range(self.settings.attempts):
@@ -189,6 +213,18 @@ class Actuator:
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         async with self._slots:
             return await asyncio.to_thread(method, *args, _request_timeout=self.settings.timeout_s, **kwargs)
+
+
+_QUOTA = "exceeded quota"
+"""What the ResourceQuota admission plugin says when it refuses an object (k8s.io/apiserver
+pkg/admission/plugin/resourcequota: "exceeded quota: <name>, requested: ..., used: ..., limited: ...")."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Refused:
+    message: str
+    permanent: bool
+    quota: bool = False
 
 
 def _permanent(status: int | None) -> bool:

@@ -39,6 +39,7 @@ HINTS: dict[str, str] = {
     Reason.INVALID_SPEC: "fix the field named; the job stays Failed until its spec changes",
     Reason.BACKOFF_LIMIT_EXCEEDED: "look at the failed pods' logs; raise spec.backoffLimit to retry more",
     Reason.POD_CREATION_FAILED: "the API server refused a pod; its message names the field",
+    Reason.RESOURCE_QUOTA_EXCEEDED: "the namespace ResourceQuota is used up; it starts when pods end or it grows",
 }
 
 

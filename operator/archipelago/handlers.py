@@ -145,8 +145,15 @@ def _wake(memo: kopf.Memo) -> None:
         runtime.scheduler.wake()
 
 
-@kopf.on.event("nodes", registry=registry)
 @kopf.on.event("pods", labels=_MANAGED, registry=registry)
+def pod_seen(namespace: str, name: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """A pod event confirms the scheduler's assumption of a pod it created; ask for a cycle."""
+    runtime: Runtime = memo.runtime
+    if runtime.scheduler is not None:
+        runtime.scheduler.observed(namespace, name, uid)
+
+
+@kopf.on.event("nodes", registry=registry)
 @kopf.on.event(*_POOLS, registry=registry)
 @kopf.on.event(*_PRIORITY_CLASSES, registry=registry)
 def wake(memo: kopf.Memo, **_: Any) -> None:

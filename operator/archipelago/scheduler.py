@@ -101,6 +101,15 @@ class Scheduler:
         self._assumed = {k: v for k, v in self._assumed.items() if k not in seen and v[1] > now}
         return [*pods, *(body for body, _ in self._assumed.values())]
 
+    def observed(self, namespace: str, name: str, uid: str) -> None:
+        """The pods watch delivered an event (added, changed or deleted) of this pod: it is no longer
+        assumed. A pod made and removed between two cycles never shows in the index, only here."""
+        key = (namespace, name)
+        assumed = self._assumed.get(key)
+        if assumed is not None and assumed[0]["metadata"].get("uid") in ("", uid):
+            del self._assumed[key]
+        self.wake()
+
     def _inventory(self, nodes, pool_bodies, pools, now: float) -> inventory.Inventory:
         """The cluster read from the nodes, reused while no Node or AcceleratorPool changed and no
         not-Ready node's grace ran out.
@@ -364,14 +373,20 @@ class Scheduler:
             if headless is not None:
                 await self.actuator.ensure_service(headless)
             created = await self.actuator.create_gang(pods)
+            forget_at = self.clock() + ASSUMED_FOR_S
+            # Rolled-back pods hold their cards until they are gone: assumed, as terminating.
+            made = pods if created.ok else [_terminating(p, stamp) for p in created.rolled_back]
+            for p in made:
+                name = p["metadata"]["name"]
+                uid = created.uids.get(name, "")
+                self._assumed[(w.namespace, name)] = ({**p, "metadata": {**p["metadata"], "uid": uid}}, forget_at)
             if not created.ok:
                 phase = common.Phase.FAILED if created.permanent and w.training else common.Phase.PENDING
+                reason = Reason.RESOURCE_QUOTA_EXCEEDED if created.quota else Reason.POD_CREATION_FAILED
                 draft.status["phase"] = phase.value
-                draft.condition(SCHEDULED, "False", Reason.POD_CREATION_FAILED, created.error, stamp, event="Warning")
+                draft.condition(SCHEDULED, "False", reason, created.error, stamp, event="Warning")
                 continue
             metrics.PLACEMENTS.inc()
-            forget_at = self.clock() + ASSUMED_FOR_S
-            self._assumed.update({(w.namespace, p["metadata"]["name"]): (p, forget_at) for p in pods})
             placement = status_.placement(allocations, cluster)
             if w.training or "placement" not in draft.status:
                 draft.status["placement"] = placement
@@ -427,6 +442,10 @@ def _pools(bodies: Sequence[Mapping[str, Any]]) -> dict[str, resources.Accelerat
         except pydantic.ValidationError as e:
             logger.warning("AcceleratorPool %s ignored: %s", body["metadata"]["name"], e.errors()[0]["msg"])
     return pools
+
+
+def _terminating(pod: Mapping[str, Any], stamp: str) -> dict[str, Any]:
+    return {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": stamp}}
 
 
 def _templates(w: queueing.Workload) -> dict[str, Mapping[str, Any]]:

@@ -239,6 +239,24 @@ class Cluster:
         conditions = self.core.read_node(node).status.conditions or ()
         return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
+    def quota(self, pods: int, name: str = "pods") -> None:
+        """A ResourceQuota of ``pods`` pods on the namespace, waited for until the quota controller
+        has filled in its status (admission refuses every pod before that)."""
+        body = {"metadata": {"name": name}, "spec": {"hard": {"pods": str(pods)}}}
+        try:
+            self.core.create_namespaced_resource_quota(self.namespace, body)
+        except kubernetes.client.ApiException as e:
+            if e.status != 409:
+                raise
+            self.core.patch_namespaced_resource_quota(name, self.namespace, body)
+        eventually(
+            lambda: (
+                (self.core.read_namespaced_resource_quota(name, self.namespace).status.hard or {}).get("pods")
+                == str(pods)
+            ),
+            what=f"quota {name} of {pods} pods in force",
+        )
+
     def priority_class(self, name: str, value: int) -> str:
         full = f"{self.prefix}-{name}"
         self.scheduling.create_priority_class({"metadata": {"name": full}, "value": value, "globalDefault": False})

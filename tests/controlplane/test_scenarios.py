@@ -196,3 +196,28 @@ def test_a_node_not_ready_for_seconds_keeps_its_gang_and_one_lost_past_the_grace
     cluster.restart_node(flaky)  # its kubelet returns and lets the old pod go
     (moved,) = eventually(lambda: (p := cluster.running("stay", 1)) and p[0].metadata.uid != pod.metadata.uid and p)
     assert moved.spec.node_name != flaky, "the restarted gang avoids the node it lost"
+
+
+def test_a_gang_over_the_namespace_resource_quota_waits_saying_so_and_runs_once_it_fits(cluster: Cluster, operator):
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    cluster.node("a-1", island="a")
+    cluster.quota(pods=1)
+    operator()
+    deletions = cluster.record_deletions()
+    cluster.create(make_job("llm", workers=2, cards=8))
+
+    condition = eventually(
+        lambda: (c := cluster.condition("TrainingJob", "llm")) and c["reason"] == "ResourceQuotaExceeded" and c
+    )
+    assert "exceeded quota" in condition["message"], condition["message"]
+    assert cluster.status("TrainingJob", "llm")["phase"] == "Pending", "a quota frees up: the job is not Failed"
+    # The half-made gang is rolled back with the pod's own grace, never a forced (grace 0) deletion
+    # that frees the object while a kubelet may still run the container.
+    eventually(lambda: deletions, what="the half-made gang rolled back")
+    assert 0 not in deletions.values(), deletions
+
+    cluster.quota(pods=2)
+    pods = cluster.running("llm", 2)
+    assert no_card_shared(pods)
+    assert eventually(lambda: cluster.condition("TrainingJob", "llm")["reason"] == "Placed")

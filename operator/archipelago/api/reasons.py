@@ -34,6 +34,8 @@ class Reason(enum.StrEnum):
     GANG_INCOMPLETE = "GangIncomplete"
     """Fewer pods exist than the gang needs (an interrupted creation); they are removed and requeued."""
     POD_CREATION_FAILED = "PodCreationFailed"
+    RESOURCE_QUOTA_EXCEEDED = "ResourceQuotaExceeded"
+    """A namespace ResourceQuota refused a pod of the gang (HTTP 403 "exceeded quota"); retried each cycle."""
     NO_ACCELERATOR_POOL = "NoAcceleratorPool"
     """No AcceleratorPool exists, so nothing is scheduled yet."""
     INVALID_SPEC = "InvalidSpec"
