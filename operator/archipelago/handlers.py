@@ -110,6 +110,9 @@ async def start(
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=api.GROUP)
     settings.posting.level = 40  # only errors become kopf's own Events; ours are explicit
+    # Server-side: the handlers' labels= filter is applied by kopf after the API server has sent
+    # every pod of the cluster; this selector makes the server send only ours.
+    settings.watching.label_selectors["pods"] = f"{labels.MANAGED_BY}={labels.MANAGER}"
 
     def read() -> scheduler.Inputs:
         return scheduler.Inputs(

@@ -109,7 +109,15 @@ class Emulator(kmock.KubernetesEmulator):
         data = request.data if isinstance(request.data, dict) else {}
         name = request.name or (data.get("metadata") or {}).get("name")  # a create names its object in the body
         plural = request.resource.plural if request.resource else None
-        call = faults.Call(request.method.value, request.url.path, plural, request.namespace, name, request.subresource)
+        call = faults.Call(
+            request.method.value,
+            request.url.path,
+            plural,
+            request.namespace,
+            name,
+            request.subresource,
+            query=dict(request.url.query),
+        )
         self.calls.append(call)
         try:
             response = await self._answer(request, self.faults.take(call.method, plural, name))

@@ -21,6 +21,7 @@ class Call:
     name: str | None
     subresource: str | None
     status: int | None = None
+    query: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -380,3 +380,16 @@ def test_without_any_pool_a_job_says_so_and_runs_once_a_pool_exists(cluster, eve
     cluster.pool()
     eventually(lambda: len(cluster.pods("early")) == 1)
     eventually(lambda: cluster.condition("TrainingJob", "early")["reason"] == "Placed")
+
+
+def test_the_pods_watch_asks_the_api_server_for_managed_pods_only(cluster, emulator, eventually):
+    """On a shared cluster most pods are not ours: they must not be streamed to the operator at all
+    (a client-side filter still receives, parses and drops every pod of the cluster)."""
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    cluster.start()
+    cluster.create(make_job("llm", workers=1))
+    eventually(lambda: cluster.pods("llm"))
+    watches = [c for c in emulator.calls if (c.method, c.path) == ("GET", "/api/v1/pods")]
+    assert any(c.query.get("watch") for c in watches), "the operator lists and watches pods cluster-wide"
+    assert all(c.query.get("labelSelector") == f"{labels.MANAGED_BY}={labels.MANAGER}" for c in watches), watches
