@@ -45,10 +45,22 @@ class Recorder:
         pass
 
 
-def loop(inputs: list[scheduler.Inputs], recorder: Recorder) -> scheduler.Scheduler:
+def loop(inputs: list[scheduler.Inputs], recorder: Recorder, clock=time.time) -> scheduler.Scheduler:
     # Preempt at once (the exemption is a policy, tested in tests/test_explain.py): these tests follow the actuation.
     settings = config.Operator(cycle=plan.Config(budget_s=0.5, preemption_exempt_s=0), metrics_port=None)
-    return scheduler.Scheduler(lambda: inputs[0], recorder, settings)
+    return scheduler.Scheduler(lambda: inputs[0], recorder, settings, clock=clock)
+
+
+def first_placed(clock=time.time) -> tuple[list[scheduler.Inputs], Recorder, scheduler.Scheduler]:
+    """One 8-card node; job ``first`` (one 8-card pod) placed by one cycle, its pod not yet watched."""
+    state = [
+        scheduler.Inputs([make_node_body(name="n1", product="NVIDIA-H800")], [POOL], [], [make_job("first", workers=1)])
+    ]
+    recorder = Recorder()
+    loop_ = loop(state, recorder, clock)
+    asyncio.run(loop_.cycle())
+    assert recorder.created == ["first-worker-0"]
+    return state, recorder, loop_
 
 
 def running_pod(job: str, index: int, cards: tuple[int, ...], *, deleting: bool = False) -> dict:
@@ -100,18 +112,12 @@ def test_a_preemptor_waits_until_its_victims_pods_are_gone():
 
 
 def test_no_card_is_double_booked_while_the_pods_watch_has_not_seen_the_pods_just_created():
-    node = make_node_body(name="n1", product="NVIDIA-H800")
-    first = make_job("first", workers=1)
-    state = [scheduler.Inputs([node], [POOL], [], [first])]
-    recorder = Recorder()
     clock = [1000.0]
-    loop_ = scheduler.Scheduler(lambda: state[0], recorder, loop(state, recorder).settings, clock=lambda: clock[0])
-    asyncio.run(loop_.cycle())
-    assert recorder.created == ["first-worker-0"]
+    state, recorder, loop_ = first_placed(lambda: clock[0])
 
     # The watch lags: neither the pod nor the status write has come back yet.
     clock[0] += 1
-    state[0] = dataclasses.replace(state[0], jobs=[first, make_job("second", workers=1)])
+    state[0] = dataclasses.replace(state[0], jobs=[*state[0].jobs, make_job("second", workers=1)])
     asyncio.run(loop_.cycle())
     assert recorder.created == ["first-worker-0"], "the second gang must not get the first one's 8 cards"
     assert recorder.deleted == [] and recorder.statuses["first"].get("restarts", 0) == 0, "nor look lost"
@@ -128,11 +134,7 @@ def test_no_card_is_double_booked_while_the_pods_watch_has_not_seen_the_pods_jus
 
 
 def test_a_pod_made_and_removed_between_two_cycles_is_forgotten_on_its_watch_event():
-    node = make_node_body(name="n1", product="NVIDIA-H800")
-    state = [scheduler.Inputs([node], [POOL], [], [make_job("first", workers=1)])]
-    recorder = Recorder()
-    loop_ = loop(state, recorder)
-    asyncio.run(loop_.cycle())
+    state, recorder, loop_ = first_placed()
     state[0] = dataclasses.replace(state[0], jobs=[make_job("second", workers=1)])
     loop_.observed(NAMESPACE, "first-worker-0", "uid-of-an-older-pod-of-that-name")
     asyncio.run(loop_.cycle())
@@ -143,12 +145,8 @@ def test_a_pod_made_and_removed_between_two_cycles_is_forgotten_on_its_watch_eve
 
 
 def test_a_pod_created_but_never_seen_is_forgotten_after_the_assume_period():
-    node = make_node_body(name="n1", product="NVIDIA-H800")
-    state = [scheduler.Inputs([node], [POOL], [], [make_job("first", workers=1)])]
-    recorder = Recorder()
     clock = [1000.0]
-    loop_ = scheduler.Scheduler(lambda: state[0], recorder, loop(state, recorder).settings, clock=lambda: clock[0])
-    asyncio.run(loop_.cycle())
+    state, recorder, loop_ = first_placed(lambda: clock[0])
     state[0] = dataclasses.replace(state[0], jobs=[make_job("second", workers=1)])
     clock[0] += scheduler.ASSUMED_FOR_S - 1
     asyncio.run(loop_.cycle())

@@ -30,15 +30,14 @@ COMPONENT = "archipelago"
 
 @dataclasses.dataclass(frozen=True)
 class Created:
-    """The outcome of creating a gang: ``ok``, or the error, whether retrying can help, and the
-    pods that were made and are being rolled back (they hold their cards until they are gone)."""
+    """The outcome of creating a gang: ``ok``, or the error and whether retrying can help; and
+    the pods made, which on failure are being rolled back (they hold their cards until gone)."""
 
     ok: bool
     error: str = ""
     permanent: bool = False
     quota: bool = False
     """A namespace ResourceQuota refused a pod: the gang waits (not permanent) until it fits."""
-    rolled_back: tuple[dict[str, Any], ...] = ()
     uids: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Pod name to the uid the API server gave it, for each pod made (kept or rolled back)."""
 
@@ -64,8 +63,8 @@ class Actuator:
         errors = [r for r in results if isinstance(r, _Refused)]
         if not errors:
             return Created(True, uids=uids)
-        made = tuple(p for p in pods if p["metadata"]["name"] in uids)
-        await asyncio.gather(*(self._delete(p["metadata"]["namespace"], p["metadata"]["name"], None) for p in made))
+        made = [p["metadata"] for p in pods if p["metadata"]["name"] in uids]
+        await asyncio.gather(*(self._delete(m["namespace"], m["name"], None) for m in made))
         quota = [e for e in errors if e.quota]
         first = (quota or errors)[0]
         return Created(
@@ -73,7 +72,6 @@ class Actuator:
             f"{len(errors)} of {len(pods)} pods could not be created: {first.message}",
             permanent=any(e.permanent for e in errors) and not quota,
             quota=bool(quota),
-            rolled_back=made,
             uids=uids,
         )
 

@@ -374,12 +374,13 @@ class Scheduler:
                 await self.actuator.ensure_service(headless)
             created = await self.actuator.create_gang(pods)
             forget_at = self.clock() + ASSUMED_FOR_S
-            # Rolled-back pods hold their cards until they are gone: assumed, as terminating.
-            made = pods if created.ok else [_terminating(p, stamp) for p in created.rolled_back]
-            for p in made:
+            for p in pods:
                 name = p["metadata"]["name"]
-                uid = created.uids.get(name, "")
-                self._assumed[(w.namespace, name)] = ({**p, "metadata": {**p["metadata"], "uid": uid}}, forget_at)
+                if name in created.uids:  # rolled back, it holds its cards until gone: assumed terminating
+                    meta = {**p["metadata"], "uid": created.uids[name]}
+                    if not created.ok:
+                        meta["deletionTimestamp"] = stamp
+                    self._assumed[(w.namespace, name)] = ({**p, "metadata": meta}, forget_at)
             if not created.ok:
                 phase = common.Phase.FAILED if created.permanent and w.training else common.Phase.PENDING
                 reason = Reason.RESOURCE_QUOTA_EXCEEDED if created.quota else Reason.POD_CREATION_FAILED
@@ -407,8 +408,9 @@ class Scheduler:
         involved = manifests.reference(w.kind.kind, {"namespace": w.namespace, "name": w.name, "uid": w.uid})
         for type_, reason, message in draft.events:
             await self.actuator.event(involved, type_, reason, message)
-        if draft.changed:
-            await self.actuator.patch_status(w.kind, w.namespace, w.name, draft.patch())
+        patch = draft.patch()
+        if patch:
+            await self.actuator.patch_status(w.kind, w.namespace, w.name, patch)
 
     async def hold(
         self, kind: resources.Kind, body: Mapping[str, Any], phase: common.Phase, reason: str, message: str
@@ -442,10 +444,6 @@ def _pools(bodies: Sequence[Mapping[str, Any]]) -> dict[str, resources.Accelerat
         except pydantic.ValidationError as e:
             logger.warning("AcceleratorPool %s ignored: %s", body["metadata"]["name"], e.errors()[0]["msg"])
     return pools
-
-
-def _terminating(pod: Mapping[str, Any], stamp: str) -> dict[str, Any]:
-    return {**pod, "metadata": {**pod["metadata"], "deletionTimestamp": stamp}}
 
 
 def _templates(w: queueing.Workload) -> dict[str, Mapping[str, Any]]:

@@ -21,7 +21,7 @@ from archipelago.cluster import ledger as ledger_
 class Draft:
     """A workload's status as this cycle will leave it, and the Events to record.
 
-    ``events`` holds ``(type, reason, message)``; ``changed`` tells whether a patch is due.
+    ``events`` holds ``(type, reason, message)``; ``patch()`` is the write due, ``{}`` for none.
     """
 
     workload: queueing.Workload
@@ -36,10 +36,6 @@ class Draft:
         # must be in the patch.
         written = w.status.model_dump(by_alias=True, exclude_none=True, exclude_unset=True, mode="json")
         return cls(w, status, written)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.patch())
 
     def patch(self) -> dict[str, Any]:
         """The merge patch (RFC 7386) from the status read to this one: only what this cycle changed.
