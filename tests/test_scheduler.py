@@ -297,3 +297,31 @@ def test_a_merge_patch_nulls_removed_keys_at_every_level_and_leaves_out_what_is_
     new = {"phase": "Running", "placement": {"cards": 8}, "message": "ok"}
     assert status_.merge_patch(old, new) == {"placement": {"islands": None}, "restarts": None, "message": "ok"}
     assert status_.merge_patch(new, new) == {}
+
+
+def test_a_pod_whose_watch_events_came_while_it_was_being_made_is_not_assumed():
+    """The watch handler runs while create_gang awaits the API: a rolled-back pod's added and
+    deleted events can both arrive before the cycle records what it made. Assumed after that, it
+    would hold its cards for ASSUMED_FOR_S although it is gone and the index will never show it."""
+
+    @dataclasses.dataclass
+    class Refusing(Recorder):
+        loop: scheduler.Scheduler | None = None
+
+        async def create_gang(self, pods):
+            await super().create_gang(pods)
+            made = pods[0]["metadata"]["name"]
+            if len(self.created) == len(pods):  # the first try: the second pod refused, the first rolled back
+                self.loop.observed(NAMESPACE, made, f"uid-{made}")  # added, then deleted, meanwhile
+                return actuation.Created(False, "refused", uids={made: f"uid-{made}"})
+            return actuation.Created(True, uids={p["metadata"]["name"]: f"uid-{p['metadata']['name']}" for p in pods})
+
+    state = [
+        scheduler.Inputs([make_node_body(name="n1", product="NVIDIA-H800")], [POOL], [], [make_job("llm", cards=4)])
+    ]
+    recorder = Refusing()
+    recorder.loop = loop(state, recorder)
+    asyncio.run(recorder.loop.cycle())
+    assert recorder.created == ["llm-worker-0", "llm-worker-1"]
+    asyncio.run(recorder.loop.cycle())
+    assert recorder.created == ["llm-worker-0", "llm-worker-1"] * 2, "retried at once: nothing holds the cards"

@@ -22,7 +22,7 @@ import pydantic
 
 from archipelago import config, cycle, inventory, lifecycle, manifests, metrics, queueing, workload
 from archipelago import status as status_
-from archipelago.actuation import Actuator
+from archipelago.actuation import Actuator, Created
 from archipelago.api import common, labels, resources
 from archipelago.api import reasons as reasons_
 from archipelago.cluster import ledger as ledger_
@@ -94,16 +94,21 @@ class Scheduler:
         """Preemptor gang to the victim pod keys still terminating."""
         self._assumed: dict[tuple[str, str], tuple[Mapping[str, Any], float]] = {}
         """(namespace, name) of each pod created but not yet seen, to its body and when it is forgotten."""
+        self._observed: dict[str, float] = {}
+        """Uid of each pod the watch delivered an event of in the last ASSUMED_FOR_S, to when."""
 
     def _with_assumed(self, pods: Sequence[Mapping[str, Any]], now: float) -> list[Mapping[str, Any]]:
         """The watched pods, and each pod created since that the watch has not shown yet."""
         seen = {(p["metadata"].get("namespace", ""), p["metadata"]["name"]) for p in pods}
         self._assumed = {k: v for k, v in self._assumed.items() if k not in seen and v[1] > now}
+        self._observed = {uid: at for uid, at in self._observed.items() if at > now - ASSUMED_FOR_S}
         return [*pods, *(body for body, _ in self._assumed.values())]
 
     def observed(self, namespace: str, name: str, uid: str) -> None:
         """The pods watch delivered an event (added, changed or deleted) of this pod: it is no longer
-        assumed. A pod made and removed between two cycles never shows in the index, only here."""
+        assumed. A pod made and removed between two cycles never shows in the index, only here;
+        and its events may come before the cycle that made it records it (see ``_assume``)."""
+        self._observed[uid] = self.clock()
         key = (namespace, name)
         assumed = self._assumed.get(key)
         if assumed is not None and assumed[0]["metadata"].get("uid") in ("", uid):
@@ -373,14 +378,7 @@ class Scheduler:
             if headless is not None:
                 await self.actuator.ensure_service(headless)
             created = await self.actuator.create_gang(pods)
-            forget_at = self.clock() + ASSUMED_FOR_S
-            for p in pods:
-                name = p["metadata"]["name"]
-                if name in created.uids:  # rolled back, it holds its cards until gone: assumed terminating
-                    meta = {**p["metadata"], "uid": created.uids[name]}
-                    if not created.ok:
-                        meta["deletionTimestamp"] = stamp
-                    self._assumed[(w.namespace, name)] = ({**p, "metadata": meta}, forget_at)
+            self._assume(w.namespace, pods, created, stamp)
             if not created.ok:
                 phase = common.Phase.FAILED if created.permanent and w.training else common.Phase.PENDING
                 reason = Reason.RESOURCE_QUOTA_EXCEEDED if created.quota else Reason.POD_CREATION_FAILED
@@ -402,6 +400,20 @@ class Scheduler:
             draft.condition(SCHEDULED, "True", Reason.PLACED, message, stamp, event="Normal")
             if any(c["type"] == reasons_.ConditionType.PREEMPTED for c in draft.status.get("conditions", ())):
                 draft.condition(reasons_.ConditionType.PREEMPTED, "False", Reason.PLACED, "running again", stamp)
+
+    def _assume(self, namespace: str, pods: Sequence[dict[str, Any]], created: Created, stamp: str) -> None:
+        """Count each pod made as existing until its watch event: kept ones as created, rolled-back
+        ones as terminating (they hold their cards until gone). A pod whose event already came,
+        while the API calls were awaited, is in the index (or gone) and is not assumed."""
+        forget_at = self.clock() + ASSUMED_FOR_S
+        for p in pods:
+            uid = created.uids.get(p["metadata"]["name"])
+            if uid is None or uid in self._observed:
+                continue
+            meta = {**p["metadata"], "uid": uid}
+            if not created.ok:
+                meta["deletionTimestamp"] = stamp
+            self._assumed[(namespace, meta["name"])] = ({**p, "metadata": meta}, forget_at)
 
     async def _write(self, draft: status_.Draft) -> None:
         w = draft.workload
