@@ -114,6 +114,7 @@ ACTUATION_CALLS: dict[str, set[tuple[str, str, str]]] = {
     "delete_namespaced_pod": {("", "pods", "delete")},
     "create_namespaced_service": {("", "services", "create")},
     "create_namespaced_event": {("", "events", "create")},
+    "patch_namespaced_event": {("", "events", "patch")},
     "patch_namespaced_custom_object_status": {
         (api.GROUP, f"{kind.plural}/status", "patch") for kind in resources.KINDS if kind.namespaced
     },

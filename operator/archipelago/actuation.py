@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client import ApiException
 
-from archipelago import api, config
+from archipelago import api, config, events
 from archipelago.api import resources
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class Actuator:
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.settings = settings or config.Actuation()
         self._slots = asyncio.Semaphore(self.settings.parallel)
+        self._events = events.Correlator()
 
     async def create_gang(self, pods: Sequence[dict[str, Any]]) -> Created:
         """Create every pod, or none: retry transient failures, then roll back what was made.
@@ -125,25 +126,44 @@ class Actuator:
             return False
 
     async def event(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
-        """Record a core/v1 Event on ``involved`` (apiVersion, kind, namespace, name, uid)."""
-        now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+        """Record a core/v1 Event on ``involved`` (apiVersion, kind, namespace, name, uid); a repeat
+        of a recorded one increments its ``count`` and ``lastTimestamp`` (see ``archipelago.events``)."""
+        now = datetime.datetime.now(datetime.UTC)
+        stamp = now.isoformat().replace("+00:00", "Z")
         namespace = involved.get("namespace") or "default"
+        verdict = self._events.verdict(involved, type_, reason, message[:1024], now.timestamp())
+        if verdict.repeat is not None:
+            patch = {"count": verdict.repeat.count + 1, "lastTimestamp": stamp, "message": verdict.message}
+            try:
+                await self._call(self.core.patch_namespaced_event, verdict.repeat.name, namespace, patch)
+                self._events.recorded(verdict, verdict.repeat.name)
+                return
+            except ApiException as e:
+                if e.status != 404:  # 404: expired (the API server keeps Events for --event-ttl, 1 h)
+                    logger.info("event %s on %s not recorded: %s", reason, involved.get("name"), _brief(e))
+                    return
+                self._events.forget(verdict)
+            except Exception as e:  # noqa: BLE001 - an Event is best effort
+                logger.info("event %s on %s not recorded: %s", reason, involved.get("name"), _brief(e))
+                return
+        name = f"{involved['name']}.{uuid.uuid4().hex[:16]}"
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{involved['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "metadata": {"name": name, "namespace": namespace},
             "involvedObject": involved,
             "reason": reason,
-            "message": message[:1024],
+            "message": verdict.message,
             "type": type_,
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
             "count": 1,
         }
         try:
             await self._call(self.core.create_namespaced_event, namespace, body)
+            self._events.recorded(dataclasses.replace(verdict, repeat=None), name)
         except Exception as e:  # noqa: BLE001 - an Event is best effort
             logger.info("event %s on %s not recorded: %s", reason, involved.get("name"), _brief(e))
 

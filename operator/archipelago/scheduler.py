@@ -238,13 +238,15 @@ class Scheduler:
         for gang, wait in plan.waiting.items():
             draft, _ = owners[gang]
             draft.condition(SCHEDULED, "False", wait.code, wait.message, stamp, event="Warning")
-        for draft in drafts.values():
-            await self._write(draft)
         used = status_.usage(rebuilt.ledger)
+        pool_writes = []
         for body in inputs.pools:
-            new = status_.pool(body, inv.pools.get(body["metadata"]["name"]), used, stamp)
+            name = body["metadata"]["name"]
+            new = status_.pool(body, inv.pools.get(name), used, stamp)
             if new != (body.get("status") or {}):
-                await self.actuator.patch_status(resources.ACCELERATOR_POOL, "", body["metadata"]["name"], new)
+                pool_writes.append(self.actuator.patch_status(resources.ACCELERATOR_POOL, "", name, new))
+        # Status and Event writes at once, bounded by the actuator's requests in flight.
+        await asyncio.gather(*(self._write(draft) for draft in drafts.values()), *pool_writes)
         metrics.observe(
             time.perf_counter() - started,
             [w.code for w in plan.waiting.values()],
@@ -418,11 +420,11 @@ class Scheduler:
     async def _write(self, draft: status_.Draft) -> None:
         w = draft.workload
         involved = manifests.reference(w.kind.kind, {"namespace": w.namespace, "name": w.name, "uid": w.uid})
-        for type_, reason, message in draft.events:
-            await self.actuator.event(involved, type_, reason, message)
         patch = draft.patch()
-        if patch:
-            await self.actuator.patch_status(w.kind, w.namespace, w.name, patch)
+        await asyncio.gather(
+            *(self.actuator.event(involved, type_, reason, message) for type_, reason, message in draft.events),
+            *([self.actuator.patch_status(w.kind, w.namespace, w.name, patch)] if patch else []),
+        )
 
     async def hold(
         self, kind: resources.Kind, body: Mapping[str, Any], phase: common.Phase, reason: str, message: str
