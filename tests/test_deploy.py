@@ -112,6 +112,8 @@ ACTUATION_CALLS: dict[str, set[tuple[str, str, str]]] = {
     "read_namespaced_pod": {("", "pods", "get")},
     "list_namespaced_pod": {("", "pods", "list")},
     "delete_namespaced_pod": {("", "pods", "delete")},
+    "create_namespaced_pod_eviction": {("", "pods/eviction", "create")},
+    "list_namespaced_pod_disruption_budget": {("policy", "poddisruptionbudgets", "list")},
     "create_namespaced_service": {("", "services", "create")},
     "create_namespaced_event": {("", "events", "create")},
     "patch_namespaced_event": {("", "events", "patch")},
@@ -129,14 +131,14 @@ WORKLOADS = ((resources.TRAINING_JOB, make_job), (resources.INFERENCE_SERVICE, m
 
 
 def client_methods_in_actuation() -> set[str]:
-    """Every ``self.core.<method>`` and ``self.custom.<method>`` that actuation.py names."""
+    """Every ``self.core.<method>``, ``self.custom.<method>`` and ``self.policy.<method>`` that actuation.py names."""
     tree = ast.parse(inspect.getsource(actuation))
     return {
         node.attr
         for node in ast.walk(tree)
         if isinstance(node, ast.Attribute)
         and isinstance(node.value, ast.Attribute)
-        and node.value.attr in ("core", "custom")
+        and node.value.attr in ("core", "custom", "policy")
         and isinstance(node.value.value, ast.Name)
         and node.value.value.id == "self"
     }

@@ -37,6 +37,13 @@ class Recorder:
         self.deleted += [(n, grace_s) for n in names]
         return 0
 
+    async def disrupt(self, namespace, pods, grace_s=None):
+        await self.delete_pods(namespace, [p["metadata"]["name"] for p in pods], grace_s)
+        return actuation.Disrupted(0)
+
+    async def blocking(self, namespace, pods):
+        return ""
+
     async def patch_status(self, kind, namespace, name, status):
         self.statuses[name] = status
         return True

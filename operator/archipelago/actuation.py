@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,7 @@ class Actuator:
     def __init__(self, client: kubernetes.client.ApiClient, settings: config.Actuation | None = None) -> None:
         self.core = kubernetes.client.CoreV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.policy = kubernetes.client.PolicyV1Api(client)
         self.settings = settings or config.Actuation()
         self._slots = asyncio.Semaphore(self.settings.parallel)
         self._events = events.Correlator()
@@ -100,6 +102,41 @@ class Actuator:
         """Delete pods with a grace period (None: the pod's own); returns how many deletions failed."""
         results = await asyncio.gather(*(self._delete(namespace, n, grace_s) for n in names))
         return sum(not ok for ok in results)
+
+    async def disrupt(self, namespace: str, pods: Sequence[Mapping[str, Any]], grace_s: int | None = None) -> Disrupted:
+        """Remove running pods (a preemption's victims, a restarting gang): through the Eviction API
+        those a PodDisruptionBudget selects, deleted the others; with grace ``grace_s`` (None: each
+        pod's own).
+
+        All or none: when the budgets' ``status.disruptionsAllowed`` cannot take the covered pods
+        that still run, none is removed and ``blocked`` says which budget. (The API server checks each
+        eviction alone; a gang half-evicted is lost whole.) When the budgets cannot be listed, every
+        pod goes through the Eviction API and the API server enforces them one by one.
+        """
+        blocked, covered = _coverage(await self._budgets(namespace), pods)
+        if blocked:
+            return Disrupted(0, blocked)
+        names = [p["metadata"]["name"] for p in pods]
+        evict = names if covered is None else [n for n in names if n in covered]
+        results = await asyncio.gather(
+            *(self._evict(namespace, n, grace_s) for n in evict),
+            *(self._delete(namespace, n, grace_s) for n in names if n not in evict),
+        )
+        refused = [r for r in results if isinstance(r, str)]
+        return Disrupted(sum(r is False for r in results), refused[0] if refused else "")
+
+    async def blocking(self, namespace: str, pods: Sequence[Mapping[str, Any]]) -> str:
+        """Which disruption budget would keep ``disrupt`` from removing ``pods`` now; "" if none."""
+        return _coverage(await self._budgets(namespace), pods)[0]
+
+    async def _budgets(self, namespace: str) -> list[Any] | None:
+        """The namespace's PodDisruptionBudgets; None when they cannot be read."""
+        try:
+            listed = await self._call(self.policy.list_namespaced_pod_disruption_budget, namespace)
+        except Exception as e:  # noqa: BLE001 - the Eviction API still enforces every budget
+            logger.warning("disruption budgets of %s not read (%s): evicting every pod", namespace, _brief(e))
+            return None
+        return [b for b in listed.items if b.spec.selector is not None]
 
     async def patch_status(self, kind: resources.Kind, namespace: str, name: str, status: dict[str, Any]) -> bool:
         """Merge-patch the status subresource of a workload or pool; False if it failed."""
@@ -228,6 +265,30 @@ class Actuator:
         logger.warning("pod %s/%s not deleted after %d attempts", namespace, name, self.settings.attempts)
         return False
 
+    async def _evict(self, namespace: str, name: str, grace_s: int | None) -> bool | str:
+        """True once evicted (or gone); the API server's message when a budget refuses (HTTP 429)."""
+        body = kubernetes.client.V1Eviction(
+            metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace),
+            delete_options=kubernetes.client.V1DeleteOptions(grace_period_seconds=grace_s),
+        )
+        for attempt in range(self.settings.attempts):
+            if attempt:
+                await asyncio.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+            try:
+                await self._call(self.core.create_namespaced_pod_eviction, name, namespace, body)
+                return True
+            except ApiException as e:
+                if e.status == 404:
+                    return True
+                if e.status == 429 and _DISRUPTION in (e.body or ""):
+                    return f"pod {name}: {_message(e)}"
+                if _permanent(e.status):
+                    break
+            except Exception:  # noqa: BLE001 - transient
+                pass
+        logger.warning("pod %s/%s not evicted after %d attempts", namespace, name, self.settings.attempts)
+        return False
+
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         async with self._slots:
             return await asyncio.to_thread(method, *args, _request_timeout=self.settings.timeout_s, **kwargs)
@@ -236,6 +297,70 @@ class Actuator:
 _QUOTA = "exceeded quota"
 """What the ResourceQuota admission plugin says when it refuses an object (k8s.io/apiserver
 pkg/admission/plugin/resourcequota: "exceeded quota: <name>, requested: ..., used: ..., limited: ...")."""
+
+
+_DISRUPTION = "disruption budget"
+"""In the API server's refusal of an eviction (pkg/registry/core/pod/storage/eviction.go:
+"Cannot evict pod as it would violate the pod's disruption budget.")."""
+_TERMINAL = ("Succeeded", "Failed")
+"""Phases of pods the Eviction API removes whatever the budgets."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Disrupted:
+    """The outcome of ``Actuator.disrupt``: deletions that failed, and why a budget blocked it ("" if none)."""
+
+    failed: int
+    blocked: str = ""
+
+
+def _coverage(budgets: Sequence[Any] | None, pods: Sequence[Mapping[str, Any]]) -> tuple[str, set[str] | None]:
+    """Why ``budgets`` forbid removing ``pods`` ("" if they allow it), and the names of the pods they
+    cover (None: unknown, the budgets could not be read)."""
+    if budgets is None:
+        return "", None
+    covered: set[str] = set()
+    for budget in budgets:
+        selected = [p for p in pods if _selects(budget.spec.selector, p["metadata"].get("labels") or {})]
+        running = [p for p in selected if (p.get("status") or {}).get("phase") not in _TERMINAL]
+        allowed = (budget.status.disruptions_allowed or 0) if budget.status else 0
+        if len(running) > allowed:
+            return (
+                f"PodDisruptionBudget {budget.metadata.name} allows {allowed} disruptions "
+                f"and {len(running)} of its pods would go"
+            ), covered
+        covered |= {p["metadata"]["name"] for p in selected}
+    return "", covered
+
+
+def _selects(selector: Any, labels: Mapping[str, str]) -> bool:
+    """Whether a ``V1LabelSelector`` selects ``labels`` (an empty selector selects every pod)."""
+    if any(labels.get(k) != v for k, v in (selector.match_labels or {}).items()):
+        return False
+    for term in selector.match_expressions or ():
+        present, value = term.key in labels, labels.get(term.key)
+        match term.operator:
+            case "In":
+                ok = present and value in term.values
+            case "NotIn":
+                ok = not present or value not in term.values
+            case "Exists":
+                ok = present
+            case _:  # DoesNotExist
+                ok = not present
+        if not ok:
+            return False
+    return True
+
+
+def _message(e: ApiException) -> str:
+    """The ``message`` of a Status body, and its causes' (a refused eviction names the budget there)."""
+    try:
+        status = json.loads(e.body or "")
+    except ValueError:
+        return _brief(e)
+    causes = "; ".join(c.get("message", "") for c in (status.get("details") or {}).get("causes") or ())
+    return f"{status.get('message', '')} {causes}".strip()
 
 
 @dataclasses.dataclass(frozen=True)

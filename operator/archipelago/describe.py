@@ -40,6 +40,7 @@ HINTS: dict[str, str] = {
     Reason.BACKOFF_LIMIT_EXCEEDED: "look at the failed pods' logs; raise spec.backoffLimit to retry more",
     Reason.POD_CREATION_FAILED: "the API server refused a pod; its message names the field",
     Reason.RESOURCE_QUOTA_EXCEEDED: "the namespace ResourceQuota is used up; it starts when pods end or it grows",
+    Reason.DISRUPTION_BUDGET: "the PodDisruptionBudget named allows no more disruptions; it goes on once it does",
 }
 
 

@@ -68,7 +68,12 @@ class _Round:
     running: dict[str, plan_.Running] = dataclasses.field(default_factory=dict)
     pending: list[workload.Gang] = dataclasses.field(default_factory=list)
     owners: dict[str, tuple[status_.Draft, workload.Gang]] = dataclasses.field(default_factory=dict)
+    bodies: Mapping[tuple[str, str], Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    """Each pod (watched or assumed) by namespace and name."""
     deletions: list[tuple[str, tuple[str, ...], int | None]] = dataclasses.field(default_factory=list)
+    """Pods to delete (finished, suspended, lost): namespace, names, grace."""
+    restarts: list[tuple[status_.Draft, tuple[str, ...]]] = dataclasses.field(default_factory=list)
+    """Gangs that restart whole, and their pods to remove first (through disruption budgets)."""
 
 
 class Scheduler:
@@ -196,7 +201,8 @@ class Scheduler:
 
         # 2. Each workload's lifecycle: what runs, what queues, what goes.
         drafts: dict[str, status_.Draft] = {}
-        round_ = _Round(now, stamp, lost, catalogue, rebuilt.ledger, existing)
+        bodies = {(p["metadata"].get("namespace", ""), p["metadata"]["name"]): p for p in inputs.pods}
+        round_ = _Round(now, stamp, lost, catalogue, rebuilt.ledger, existing, bodies=bodies)
         for kind, bodies in ((resources.TRAINING_JOB, inputs.jobs), (resources.INFERENCE_SERVICE, inputs.services)):
             for body in bodies:
                 meta = body.get("metadata") or {}
@@ -233,7 +239,9 @@ class Scheduler:
         # 4. Apply: lifecycle deletions, evictions, placements, waits, statuses.
         for namespace, names, grace in round_.deletions:
             await self.actuator.delete_pods(namespace, names, grace)
-        await self._evict(plan, owners, stamp)
+        for draft, names in round_.restarts:
+            await self._restart(draft, names, round_)
+        await self._evict(plan, owners, round_)
         await self._place(plan, owners, inv.cluster, stamp)
         for gang, wait in plan.waiting.items():
             draft, _ = owners[gang]
@@ -284,7 +292,9 @@ class Scheduler:
             draft.condition(type_, status, reason, message, stamp, event="Warning" if status == "False" else "Normal")
         if verdict.state is lifecycle.State.DONE and verdict.phase in (common.Phase.SUCCEEDED, common.Phase.FAILED):
             draft.status.setdefault("completionTime", stamp)
-        if verdict.delete:
+        if verdict.restart:
+            r.restarts.append((draft, verdict.delete))
+        elif verdict.delete:
             grace = w.spec.checkpoint.grace_period_seconds if w.training and w.spec.suspend else None
             deletions.append((w.namespace, verdict.delete, grace))
         if verdict.state in (lifecycle.State.DONE, lifecycle.State.DRAINING):
@@ -318,16 +328,45 @@ class Scheduler:
             draft.status.pop("placement", None)
         draft.status.setdefault("queuedTime", status_.rfc3339(queued_at))
 
-    async def _evict(self, plan: plan_.Plan, owners, stamp: str) -> None:
-        """Delete the victims' pods with their checkpoint grace; hold the preemptor until they are gone."""
+    async def _restart(self, draft: status_.Draft, names: tuple[str, ...], r: _Round) -> None:
+        """Remove a restarting gang's pods; while a disruption budget forbids it, the restart waits
+        (not counted toward backoffLimit) and says so."""
+        w = draft.workload
+        done = await self.actuator.disrupt(w.namespace, [r.bodies[(w.namespace, n)] for n in names])
+        if done.blocked:
+            for key in ("restarts", "avoidNodes"):
+                draft.status.pop(key, None)
+                if key in draft.original:
+                    draft.status[key] = draft.original[key]
+            message = f"the gang cannot restart: {done.blocked}"
+            draft.condition(SCHEDULED, "False", Reason.DISRUPTION_BUDGET, message, r.stamp, event="Warning")
+
+    async def _evict(self, plan: plan_.Plan, owners, r: _Round) -> None:
+        """Remove the victims' pods with their checkpoint grace, through their disruption budgets;
+        hold the preemptor until they are gone, or tell it which budget forbids the preemption."""
+        stamp = r.stamp
+        blocked: dict[str, str] = {}  # preemptor to why a budget forbids one of its evictions
+        for eviction in plan.evictions:
+            namespace = owners[eviction.gang][0].workload.namespace
+            if eviction.for_gang not in blocked and (
+                why := await self.actuator.blocking(namespace, _pods(eviction, r))
+            ):
+                blocked[eviction.for_gang] = f"cannot preempt {eviction.gang}: {why}"
         for eviction in plan.evictions:
             draft, _ = owners[eviction.gang]
             w = draft.workload
             grace = w.spec.checkpoint.grace_period_seconds if w.training else None
             names = tuple(p.split("/", 1)[1] for p in eviction.pods)
-            await self.actuator.delete_pods(w.namespace, names, grace)
-            self._preempting.setdefault(eviction.for_gang, set()).update(eviction.pods)
             preemptor, gang = owners[eviction.for_gang]
+            if eviction.for_gang not in blocked:
+                done = await self.actuator.disrupt(w.namespace, _pods(eviction, r), grace)
+                if done.blocked:  # a budget changed since the look: what went is gone, the rest waits
+                    blocked[eviction.for_gang] = f"cannot preempt {eviction.gang}: {done.blocked}"
+            if eviction.for_gang in blocked:
+                message = blocked[eviction.for_gang]
+                preemptor.condition(SCHEDULED, "False", Reason.DISRUPTION_BUDGET, message, stamp, event="Warning")
+                continue
+            self._preempting.setdefault(eviction.for_gang, set()).update(eviction.pods)
             what = "preempted" if eviction.whole else f"shrunk by {len(names)} pods"
             message = (
                 f"{what} for {eviction.for_gang} (priority {gang.priority}); "
@@ -458,6 +497,11 @@ def _pools(bodies: Sequence[Mapping[str, Any]]) -> dict[str, resources.Accelerat
         except pydantic.ValidationError as e:
             logger.warning("AcceleratorPool %s ignored: %s", body["metadata"]["name"], e.errors()[0]["msg"])
     return pools
+
+
+def _pods(eviction: plan_.Eviction, r: _Round) -> list[Mapping[str, Any]]:
+    """The pod objects of an eviction's victims."""
+    return [r.bodies[tuple(p.split("/", 1))] for p in eviction.pods]
 
 
 def _templates(w: queueing.Workload) -> dict[str, Mapping[str, Any]]:

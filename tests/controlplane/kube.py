@@ -171,6 +171,7 @@ class Cluster:
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.scheduling = kubernetes.client.SchedulingV1Api(self.client)
+        self.policy = kubernetes.client.PolicyV1Api(self.client)
         self.priority_classes: list[str] = []
 
     # Set-up
@@ -257,6 +258,28 @@ class Cluster:
             what=f"quota {name} of {pods} pods in force",
         )
 
+    def disruption_budget(self, job: str, min_available: int) -> None:
+        """A PodDisruptionBudget (policy/v1) of ``min_available`` pods over job ``job``'s pods, created or
+        changed, waited for until the disruption controller has counted them (until then it allows none)."""
+        body = {
+            "metadata": {"name": job},
+            "spec": {"minAvailable": min_available, "selector": {"matchLabels": {labels.JOB_NAME: job}}},
+        }
+        try:
+            self.policy.create_namespaced_pod_disruption_budget(self.namespace, body)
+        except kubernetes.client.ApiException as e:
+            if e.status != 409:
+                raise
+            self.policy.patch_namespaced_pod_disruption_budget(job, self.namespace, body)
+        eventually(
+            lambda: (
+                (b := self.policy.read_namespaced_pod_disruption_budget(job, self.namespace)).status
+                and b.status.observed_generation == b.metadata.generation
+                and b.status.desired_healthy == min_available
+            ),
+            what=f"PodDisruptionBudget {job} counted",
+        )
+
     def priority_class(self, name: str, value: int) -> str:
         full = f"{self.prefix}-{name}"
         self.scheduling.create_priority_class({"metadata": {"name": full}, "value": value, "globalDefault": False})
@@ -304,12 +327,11 @@ class Cluster:
             what=f"{count} running pods of {job}",
         )  # fmt: skip
 
-    def record_deletions(self) -> dict[str, int | None]:
-        """From now on, each pod of the namespace that starts terminating, with its grace period (seconds).
-
-        A watch in a daemon thread: kwok may remove a terminating pod within a second, too fast to poll.
-        """
-        seen: dict[str, int | None] = {}
+    def record_terminating(self) -> dict[str, kubernetes.client.V1Pod]:
+        """From now on, each pod of the namespace as it was when it started terminating (its grace
+        period, its conditions). A watch in a daemon thread: kwok may remove a terminating pod within
+        a second, too fast to poll."""
+        seen: dict[str, kubernetes.client.V1Pod] = {}
         start = self.core.list_namespaced_pod(self.namespace).metadata.resource_version
 
         def follow() -> None:
@@ -318,9 +340,9 @@ class Cluster:
             )
             with contextlib.suppress(Exception):  # the control plane stopping at the session's end
                 for event in stream:
-                    meta = event["object"].metadata
-                    if meta.deletion_timestamp and meta.name not in seen:
-                        seen[meta.name] = meta.deletion_grace_period_seconds
+                    pod = event["object"]
+                    if pod.metadata.deletion_timestamp and pod.metadata.name not in seen:
+                        seen[pod.metadata.name] = pod
 
         threading.Thread(target=follow, daemon=True).start()
         return seen

@@ -86,12 +86,13 @@ def test_a_higher_priority_gang_preempts_a_lower_one_with_its_grace_period(clust
     victims = cluster.running("tune", 2)
     assert victims[0].spec.termination_grace_period_seconds == 4
 
-    deletions = cluster.record_deletions()
+    terminating = cluster.record_terminating()
 
     cluster.create(make_job("train", workers=2, priority_class=high))
 
     cluster.running("train", 2)
-    assert deletions == {"tune-worker-0": 4, "tune-worker-1": 4}
+    graces = {name: pod.metadata.deletion_grace_period_seconds for name, pod in terminating.items()}
+    assert graces == {"tune-worker-0": 4, "tune-worker-1": 4}
     preempted = eventually(lambda: cluster.condition("TrainingJob", "tune", "Preempted"))
     assert preempted["status"] == "True" and f"{cluster.namespace}/train" in preempted["message"]
     status = eventually(lambda: (s := cluster.status("TrainingJob", "tune")).get("preemptions") == 1 and s)
@@ -204,7 +205,7 @@ def test_a_gang_over_the_namespace_resource_quota_waits_saying_so_and_runs_once_
     cluster.node("a-1", island="a")
     cluster.quota(pods=1)
     operator()
-    deletions = cluster.record_deletions()
+    terminating = cluster.record_terminating()
     cluster.create(make_job("llm", workers=2, cards=8))
 
     condition = eventually(
@@ -214,10 +215,77 @@ def test_a_gang_over_the_namespace_resource_quota_waits_saying_so_and_runs_once_
     assert cluster.status("TrainingJob", "llm")["phase"] == "Pending", "a quota frees up: the job is not Failed"
     # The half-made gang is rolled back with the pod's own grace, never a forced (grace 0) deletion
     # that frees the object while a kubelet may still run the container.
-    eventually(lambda: deletions, what="the half-made gang rolled back")
-    assert 0 not in deletions.values(), deletions
+    eventually(lambda: terminating, what="the half-made gang rolled back")
+    graces = {name: pod.metadata.deletion_grace_period_seconds for name, pod in terminating.items()}
+    assert 0 not in graces.values(), graces
 
     cluster.quota(pods=2)
     pods = cluster.running("llm", 2)
     assert no_card_shared(pods)
     assert eventually(lambda: cluster.condition("TrainingJob", "llm")["reason"] == "Placed")
+
+
+def evicted(pod) -> bool:
+    """The API server marks a pod removed through the Eviction API (not a plain deletion) so."""
+    return any(
+        c.type == "DisruptionTarget" and c.reason == "EvictionByEvictionAPI" for c in pod.status.conditions or ()
+    )
+
+
+def test_a_preemption_a_disruption_budget_forbids_waits_saying_so_and_goes_through_eviction_once_allowed(
+    cluster: Cluster, operator
+):
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    cluster.node("a-1", island="a")
+    low = cluster.priority_class("low", 10)
+    high = cluster.priority_class("high", 1000)
+    operator()
+    cluster.create(make_job("tune", workers=2, priority_class=low, preemptible=True, grace=6))
+    cluster.running("tune", 2)
+    cluster.disruption_budget("tune", min_available=2)
+    terminating = cluster.record_terminating()
+
+    cluster.create(make_job("train", workers=2, priority_class=high))
+
+    waiting = eventually(
+        lambda: (c := cluster.condition("TrainingJob", "train")) and c["reason"] == "DisruptionBudget" and c
+    )
+    assert "PodDisruptionBudget tune allows 0 disruptions" in waiting["message"], waiting
+    assert len(cluster.running("tune", 2)) == 2 and not cluster.condition("TrainingJob", "tune", "Preempted")
+    assert any(e.reason == "DisruptionBudget" for e in cluster.events("train"))
+
+    cluster.disruption_budget("tune", min_available=0)
+
+    cluster.running("train", 2)
+    assert sorted(terminating) == ["tune-worker-0", "tune-worker-1"]
+    assert all(evicted(pod) for pod in terminating.values()), "removed through the Eviction API"
+    assert eventually(lambda: cluster.status("TrainingJob", "tune").get("preemptions") == 1)
+
+
+def test_a_restart_a_disruption_budget_forbids_waits_uncounted_and_runs_once_the_budget_goes(
+    cluster: Cluster, operator
+):
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    cluster.node("a-1", island="a")
+    cluster.node("a-2", island="a")  # the restart avoids the failed pod's node
+    operator()
+    cluster.create(make_job("llm", workers=2))
+    cluster.running("llm", 2)
+    cluster.disruption_budget("llm", min_available=2)
+
+    cluster.fail_pod("llm-worker-0")
+
+    waiting = eventually(
+        lambda: (c := cluster.condition("TrainingJob", "llm")) and c["reason"] == "DisruptionBudget" and c
+    )
+    assert "the gang cannot restart: PodDisruptionBudget llm" in waiting["message"], waiting
+    assert not cluster.status("TrainingJob", "llm").get("restarts"), "a restart that waits is not counted"
+
+    cluster.policy.delete_namespaced_pod_disruption_budget("llm", cluster.namespace)
+
+    eventually(lambda: cluster.status("TrainingJob", "llm").get("restarts") == 1)
+    eventually(
+        lambda: len(cluster.running("llm", 2)) == 2 and cluster.status("TrainingJob", "llm")["phase"] == "Running"
+    )

@@ -52,6 +52,7 @@ CORE_RESOURCES = (
     "v1/namespaces",
     "scheduling.k8s.io/v1/priorityclasses",
     "coordination.k8s.io/v1/leases",
+    "policy/v1/poddisruptionbudgets",
     "events.k8s.io/v1/events",
 )
 

@@ -36,6 +36,8 @@ class Reason(enum.StrEnum):
     POD_CREATION_FAILED = "PodCreationFailed"
     RESOURCE_QUOTA_EXCEEDED = "ResourceQuotaExceeded"
     """A namespace ResourceQuota refused a pod of the gang (HTTP 403 "exceeded quota"); retried each cycle."""
+    DISRUPTION_BUDGET = "DisruptionBudget"
+    """A PodDisruptionBudget forbids removing running pods a preemption or a restart needs gone; retried each cycle."""
     NO_ACCELERATOR_POOL = "NoAcceleratorPool"
     """No AcceleratorPool exists, so nothing is scheduled yet."""
     INVALID_SPEC = "InvalidSpec"
