@@ -1,11 +1,13 @@
 """The committed CRDs are the models' current translation, structural, and accepted by Kubernetes' own schema.
 
 The example manifests in ``crds/examples/`` validate against them and parse with the models;
-typical mistakes are rejected with the field named, by the schema and by its CEL rules.
+typical mistakes are rejected with the field named, by the schema and by its CEL rules, and so
+is a workload name too long for the names and labels of its pods.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -17,13 +19,16 @@ import pydantic
 import pytest
 from kopf._cogs.structs import references as kopf_references
 
-from archipelago import api
+from archipelago import api, cluster, manifests, queueing
 from archipelago.api import common, crd, resources
+from archipelago.cluster import devices, ledger, nodes
 from tests.support import objects, schemas
+from tests.workload_builders import make_job, make_service
 
 CRDS = Path(__file__).resolve().parents[1] / "crds"
 EXAMPLES = sorted((CRDS / "examples").glob("*.yaml"))
 BY_KIND = {kind.kind: kind for kind in resources.KINDS}
+WORKLOADS = [kind for kind in resources.KINDS if kind.namespaced]
 KUBERNETES_VERSIONS = objects.KUBERNETES_VERSIONS
 TAKEN_SHORT_NAMES = {
     # KServe, then core and apps/batch/networking/policy/... resources.
@@ -40,6 +45,11 @@ def load(path: Path) -> list[dict[str, Any]]:
 def openapi(kind: resources.Kind) -> dict[str, Any]:
     (version,) = load(CRDS / crd.filename(kind))[0]["spec"]["versions"]
     return version["schema"]["openAPIV3Schema"]
+
+
+def example(kind: resources.Kind) -> dict[str, Any]:
+    """The first example manifest of ``kind``."""
+    return next(body for path in EXAMPLES for body in load(path) if body["kind"] == kind.kind)
 
 
 # (a) committed == generated
@@ -194,6 +204,11 @@ MISTAKES = {
         "spec.replicaSets[1].cards: a fractional request (milli below 1000) takes exactly one card: set count: 1",
     ),
     "replicas on the job": ({"replicas": 4}, "spec.replicas: unknown field"),
+    "a replica set without replicas": (
+        {"replicaSets": [{"name": "worker", "cards": {"count": 8}}]},
+        "spec.replicaSets[0].replicas: required field is missing",
+    ),
+    "a word for a number": ({"backoffLimit": "three"}, "spec.backoffLimit: 'three' is not of type 'integer'"),
     "an unknown topology mode": (
         {"topology": {"mode": "Strict"}},
         "spec.topology.mode: 'Strict' is not one of ['Required', 'Preferred']",
@@ -273,6 +288,71 @@ def test_a_pod_template_keeps_any_field_but_metadata_name_is_checked():
     assert schemas.validate("trainingjobs", job) == [
         "metadata.name: 'Llama_70B' is not a DNS subdomain (lowercase, digits, '-' and '.')"
     ]
+
+
+@pytest.mark.parametrize("kind", WORKLOADS, ids=lambda kind: kind.plural)
+def test_a_workload_name_longer_than_its_pods_allow_is_rejected_naming_the_field(kind):
+    limit = kind.name_limit
+    body = example(kind)
+    body["metadata"]["name"] = "a" * limit.length
+    assert schemas.validate(kind.plural, body) == []
+    body["metadata"]["name"] = "a" * (limit.length + 1)
+    assert schemas.validate(kind.plural, body) == [f"<root>: {limit.message}"]
+    assert limit.message.startswith(f"metadata.name must be at most {limit.length} characters: ")
+
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def named(kind: resources.Kind, body: dict[str, Any], name: str) -> queueing.Workload:
+    """The workload of ``body`` under ``name``, past the operator's own check of its length."""
+    return dataclasses.replace(queueing.read(kind, {**body, "metadata": {**body["metadata"], "name": "n"}}), name=name)
+
+
+def last_pod(kind: resources.Kind, name: str) -> dict[str, Any]:
+    """The pod of the highest index (and, for a job, the longest role name) the CRD allows, for a workload ``name``."""
+    spec = openapi(kind)["properties"]["spec"]["properties"]
+    node = cluster.build([nodes.Node("gpu-0", 64_000, 512_000, devices.cards("H800", 8))])
+    if kind is resources.TRAINING_JOB:
+        replica_set = spec["replicaSets"]["items"]["properties"]
+        body = make_job(name, workers=replica_set["replicas"]["maximum"])
+        body["spec"]["replicaSets"][-1]["name"] = "r" * replica_set["name"]["maxLength"]
+        w = named(kind, body, name)
+        gang = queueing.training_gang(w, queueing.Catalogue(), queued_at=0.0)
+        template = body["spec"]["replicaSets"][-1]["template"]
+    else:
+        body = make_service(name, replicas=spec["replicas"]["maximum"], milli=1000)
+        w = named(kind, body, name)
+        (gang,) = queueing.inference_gangs(w, queueing.Catalogue(), [w.spec.replicas - 1], queued_at=0.0)
+        template = body["spec"]["template"]
+    pod_set = gang.pod_sets[-1]
+    index = pod_set.count - 1
+    request = gang.pod(pod_set, index)
+    allocation = ledger.Allocation(request.name, 0, 0, 0, ())
+    return manifests.pod(
+        w, pod_set.role, pod_set.first_index + index, template, allocation, node,
+        gang=gang.name, gang_pods=gang.size, started_at="t",
+    )  # fmt: skip
+
+
+def refused_by_kubernetes(pod: dict[str, Any]) -> list[str]:
+    """What Kubernetes' pod validation refuses in the pod's name, label values and hostname."""
+    meta, problems = pod["metadata"], []
+    if len(meta["name"]) > 253 or not _DNS_SUBDOMAIN.match(meta["name"]):
+        problems.append(f"name {meta['name']!r}")
+    problems += [f"label {k}={v!r}" for k, v in meta["labels"].items() if len(v) > 63 or not _LABEL_VALUE.match(v)]
+    hostname = pod["spec"].get("hostname")
+    if hostname is not None and (len(hostname) > 63 or not _DNS_SUBDOMAIN.match(hostname) or "." in hostname):
+        problems.append(f"hostname {hostname!r}")
+    return problems
+
+
+@pytest.mark.parametrize("kind", WORKLOADS, ids=lambda kind: kind.plural)
+def test_the_name_limit_is_the_longest_name_whose_pods_kubernetes_accepts(kind):
+    longest = kind.name_limit.length
+    assert refused_by_kubernetes(last_pod(kind, "a" * longest)) == []
+    assert refused_by_kubernetes(last_pod(kind, "a" * (longest + 1))) != []
 
 
 def test_a_kind_without_a_crd_is_a_key_error():

@@ -110,3 +110,14 @@ def test_the_global_default_priority_applies_without_a_class():
 def test_an_allowed_model_no_pool_holds_yet_is_not_an_error():
     gang = gang_of(make_job(models=("H800", "A100-SXM4-80GB")))
     assert gang.pod_sets[0].request.models == {"H800", "A100-SXM4-80GB"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "make"), [(resources.TRAINING_JOB, make_job), (resources.INFERENCE_SERVICE, make_service)]
+)
+def test_a_name_too_long_for_the_pods_made_before_the_crd_refused_it_is_a_permanent_spec_error(kind, make):
+    limit = kind.name_limit.length
+    assert queueing.read(kind, make("n" * limit)).name == "n" * limit
+    with pytest.raises(queueing.SpecError) as e:
+        queueing.read(kind, make("n" * (limit + 1)))
+    assert e.value.field == "metadata.name" and e.value.permanent and f"at most {limit} characters" in str(e.value)

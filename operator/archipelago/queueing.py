@@ -92,11 +92,15 @@ def timestamp(value: str | None) -> float | None:
 
 
 def read(kind: resources.Kind, body: Mapping[str, Any]) -> Workload:
-    """The workload in ``body``; raises a permanent ``SpecError`` if its spec does not parse.
+    """The workload in ``body``; raises a permanent ``SpecError`` if its spec does not parse or its
+    name is longer than the names and labels of its pods allow.
 
     A status the operator cannot read (hand-edited) is replaced by an empty one, never raised.
     """
     meta = body.get("metadata") or {}
+    limit = kind.name_limit
+    if limit is not None and len(meta["name"]) > limit.length:  # made before the CRD's rule said so
+        raise SpecError("metadata.name", limit.problem, reasons_.Reason.INVALID_SPEC, permanent=True)
     try:
         spec = kind.spec.model_validate(body.get("spec") or {})
     except pydantic.ValidationError as e:

@@ -168,6 +168,9 @@ def definition(kind: resources.Kind) -> dict[str, Any]:
             "status": status,
         },
     }
+    if kind.name_limit is not None:
+        # The names and labels of the workload's pods must fit: refused here, not at pod creation.
+        root["x-kubernetes-validations"] = [kind.name_limit.rule]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

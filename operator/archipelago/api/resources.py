@@ -1,7 +1,8 @@
 """The three kinds: AcceleratorPool (cluster-scoped), TrainingJob and InferenceService.
 
-Each kind is a ``Kind`` record naming its spec and status models, its CRD names and its
-printer columns; ``archipelago.api.crd`` turns them into CustomResourceDefinitions.
+Each kind is a ``Kind`` record naming its spec and status models, its CRD names, its printer
+columns and, for a workload, the longest ``metadata.name`` the names and labels of its pods
+leave room for; ``archipelago.api.crd`` turns them into CustomResourceDefinitions.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import Field
 
-from archipelago.api import common
+from archipelago.api import common, labels
 from archipelago.cluster import topology
 
 ModelName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")]
@@ -200,9 +201,80 @@ class InferenceServiceSpec(common.Model):
     )
 
 
+LABEL_VALUE_MAX = 63
+"""Characters in a label value, at most (Kubernetes' ``validation.LabelValueMaxLength``)."""
+OBJECT_NAME_MAX = 253
+"""Characters in a pod's name, at most (a DNS subdomain)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NameLimit:
+    """The longest ``metadata.name`` of a workload kind, and which name or label of its pods sets it."""
+
+    length: int
+    why: str
+
+    @property
+    def problem(self) -> str:
+        return f"must be at most {self.length} characters: {self.why}"
+
+    @property
+    def message(self) -> str:
+        return f"metadata.name {self.problem}"
+
+    @property
+    def rule(self) -> dict[str, str]:
+        """The CEL rule at the root of the kind's schema (a root rule may read ``self.metadata.name``)."""
+        return {"rule": f"size(self.metadata.name) <= {self.length}", "message": self.message}
+
+
+def _bound(model: type[common.Model], field: str, key: str) -> int:
+    """The ``key`` bound (``le``, ``max_length``) of ``model.field``: the API's own, so a limit follows it."""
+    for item in model.model_fields[field].metadata:
+        if getattr(item, key, None) is not None:
+            return getattr(item, key)
+    raise ValueError(f"{model.__name__}.{field} has no {key} bound")
+
+
+def _training_name_limit() -> NameLimit:
+    """A TrainingJob's name is the job and gang label of its pods, and its pods' names start with it."""
+    role, last = _bound(ReplicaSet, "name", "max_length"), _bound(ReplicaSet, "replicas", "le") - 1
+    return min(
+        NameLimit(
+            LABEL_VALUE_MAX,
+            f"it is the value of the {labels.JOB_NAME} and {labels.GANG} labels of the job's pods, "
+            f"and a label value has at most {LABEL_VALUE_MAX} characters",
+        ),
+        NameLimit(
+            OBJECT_NAME_MAX - len(f"-{'r' * role}-{last}"),
+            f"its pods are named <name>-<replicaSet>-<index>, up to <name>-<{role} characters>-{last}, "
+            f"and a pod name has at most {OBJECT_NAME_MAX} characters",
+        ),
+        key=lambda limit: limit.length,
+    )
+
+
+def _inference_name_limit() -> NameLimit:
+    """An InferenceService's name is the job label of its pods, and the start of each one's gang label."""
+    last = _bound(InferenceServiceSpec, "replicas", "le") - 1
+    return min(
+        NameLimit(
+            LABEL_VALUE_MAX,
+            f"it is the value of the {labels.JOB_NAME} label of its pods, and a label value has at most "
+            f"{LABEL_VALUE_MAX} characters",
+        ),
+        NameLimit(
+            LABEL_VALUE_MAX - len(f"-{last}"),
+            f"the {labels.GANG} label of its pods is <name>-<replica index>, up to <name>-{last}, "
+            f"and a label value has at most {LABEL_VALUE_MAX} characters",
+        ),
+        key=lambda limit: limit.length,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Kind:
-    """One custom resource kind: its models and CRD names."""
+    """One custom resource kind: its models, CRD names and, for a workload, its ``NameLimit``."""
 
     kind: str
     plural: str
@@ -212,6 +284,7 @@ class Kind:
     status: type[common.Model]
     columns: tuple[dict[str, str], ...]
     categories: tuple[str, ...] = ("archipelago",)
+    name_limit: NameLimit | None = None
 
     @property
     def singular(self) -> str:
@@ -254,6 +327,7 @@ TRAINING_JOB = Kind(
     spec=TrainingJobSpec,
     status=common.TrainingJobStatus,
     columns=(*_WORKLOAD_COLUMNS, {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"}, _AGE),
+    name_limit=_training_name_limit(),
 )
 INFERENCE_SERVICE = Kind(
     kind="InferenceService",
@@ -263,5 +337,6 @@ INFERENCE_SERVICE = Kind(
     spec=InferenceServiceSpec,
     status=common.WorkloadStatus,
     columns=(*_WORKLOAD_COLUMNS, _AGE),
+    name_limit=_inference_name_limit(),
 )
 KINDS: tuple[Kind, ...] = (ACCELERATOR_POOL, TRAINING_JOB, INFERENCE_SERVICE)
