@@ -70,3 +70,10 @@ def test_a_failed_list_keeps_the_finalizer_and_looks_again_later():
         remove(actuator, BODY)
 
     assert looking_again.value.delay == 5 and actuator.deleted == []
+
+
+def test_every_changing_handler_is_a_deletion_handler_so_none_needs_the_diff_base_never_stored():
+    """handlers._NoDiffBase stores no last-handled spec: an on.create/update/resume handler added
+    later would see every event as a creation. This fails first."""
+    registered = handlers.registry._changing.get_all_handlers()  # private but stable since kopf 1.30
+    assert registered and {h.reason for h in registered} == {kopf.Reason.DELETE}

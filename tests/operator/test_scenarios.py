@@ -394,3 +394,22 @@ def test_the_pods_watch_asks_the_api_server_for_managed_pods_only(cluster, emula
     watches = [c for c in emulator.calls if (c.method, c.path) == ("GET", "/api/v1/pods")]
     assert any(c.query.get("watch") for c in watches), "the operator lists and watches pods cluster-wide"
     assert all(c.query.get("labelSelector") == f"{labels.MANAGED_BY}={labels.MANAGER}" for c in watches), watches
+
+
+def test_kopf_writes_a_workload_once_for_its_finalizer_and_keeps_no_diff_base_on_it(cluster, emulator, eventually):
+    """No handler of ours reads kopf's diff-base (no on.create, on.update or on.resume): kopf's
+    last-handled-configuration annotation would be one more write per workload, for nothing."""
+    import time
+
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    cluster.start()
+    cluster.create(make_job("llm", workers=1))
+    eventually(lambda: cluster.status("TrainingJob", "llm").get("phase") == "Running")
+    time.sleep(0.5)  # kopf's handling of the last events
+
+    writes = [c for c in emulator.calls if (c.method, c.resource, c.subresource) == ("PATCH", "trainingjobs", None)]
+    assert len(writes) == 1, writes
+    job = cluster.get("TrainingJob", "llm")
+    assert job["metadata"]["finalizers"], "the deletion handler's finalizer"
+    assert not any("last-handled-configuration" in key for key in job["metadata"].get("annotations") or {})
