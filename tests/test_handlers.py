@@ -77,3 +77,24 @@ def test_every_changing_handler_is_a_deletion_handler_so_none_needs_the_diff_bas
     later would see every event as a creation. This fails first."""
     registered = handlers.registry._changing.get_all_handlers()  # private but stable since kopf 1.30
     assert registered and {h.reason for h in registered} == {kopf.Reason.DELETE}
+
+
+def test_an_indexed_object_is_a_copy_without_managed_fields_or_kubectls_last_applied_spec():
+    body = {
+        "kind": "Node",
+        "metadata": {
+            "name": "n1",
+            "labels": {"nvidia.com/gpu.product": "NVIDIA-H800"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}", "kept": "yes"},
+            "managedFields": [{"manager": "kwok", "fieldsV1": {"f:status": {}}}],
+        },
+        "status": {"capacity": {"nvidia.com/gpu": "8"}},
+    }
+    (indexed,) = handlers.nodes_index(name="n1", body=body).values()
+    assert indexed == {
+        "kind": "Node",
+        "metadata": {"name": "n1", "labels": {"nvidia.com/gpu.product": "NVIDIA-H800"}, "annotations": {"kept": "yes"}},
+        "status": {"capacity": {"nvidia.com/gpu": "8"}},
+    }
+    indexed["status"]["capacity"]["nvidia.com/gpu"] = "0"
+    assert body["status"]["capacity"]["nvidia.com/gpu"] == "8" and body["metadata"]["managedFields"], "a copy"

@@ -42,8 +42,19 @@ class Runtime:
     lock: asyncio.Lock | None = None
 
 
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(dict(body))
+    """Our own copy of an object for an index (kopf replaces its bodies and never mutates ours),
+    without what no cycle reads yet costs the most memory and copying: ``metadata.managedFields``
+    (the field owners of server-side apply, often larger than the object) and kubectl's
+    last-applied-configuration annotation (a second copy of the spec)."""
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    annotations = meta.get("annotations")
+    if annotations and _LAST_APPLIED in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != _LAST_APPLIED}
+    return copy.deepcopy({**body, "metadata": meta})
 
 
 @kopf.on.login(registry=registry)
