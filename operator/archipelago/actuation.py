@@ -79,17 +79,25 @@ class Actuator:
         )
 
     async def ensure_service(self, service: dict[str, Any]) -> bool:
-        """Create a Service unless it exists; False (logged) if that failed."""
+        """Create a Service unless it exists, retrying transient failures (throttling, 5xx,
+        timeouts) as pods are; False (logged) if that failed."""
         meta = service["metadata"]
-        try:
-            await self._call(self.core.create_namespaced_service, meta["namespace"], service)
-            return True
-        except ApiException as e:
-            if e.status == 409:
+        problem = ""
+        for attempt in range(self.settings.attempts):
+            if attempt:
+                await asyncio.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+            try:
+                await self._call(self.core.create_namespaced_service, meta["namespace"], service)
                 return True
-            logger.warning("service %s/%s not created: %s", meta["namespace"], meta["name"], _brief(e))
-        except Exception as e:  # noqa: BLE001 - DNS names are a convenience; the gang still runs
-            logger.warning("service %s/%s not created: %s", meta["namespace"], meta["name"], _brief(e))
+            except ApiException as e:
+                if e.status == 409:
+                    return True
+                problem = _brief(e)
+                if _permanent(e.status):
+                    break
+            except Exception as e:  # noqa: BLE001 - DNS names are a convenience; the gang still runs
+                problem = _brief(e)
+        logger.warning("service %s/%s not created: %s", meta["namespace"], meta["name"], problem)
         return False
 
     async def live_pods(self, namespace: str, selector: str) -> list[str]:

@@ -413,3 +413,15 @@ def test_kopf_writes_a_workload_once_for_its_finalizer_and_keeps_no_diff_base_on
     job = cluster.get("TrainingJob", "llm")
     assert job["metadata"]["finalizers"], "the deletion handler's finalizer"
     assert not any("last-handled-configuration" in key for key in job["metadata"].get("annotations") or {})
+
+
+def test_a_throttled_service_creation_is_retried_so_the_gang_keeps_its_dns_names(cluster, emulator, eventually):
+    cluster.pool()
+    cluster.node("a-0", island="a")
+    cluster.start()
+    emulator.fail(method="POST", resource="services", status=429, times=2)
+    cluster.create(make_job("llm", workers=1))
+
+    eventually(lambda: cluster.status("TrainingJob", "llm").get("phase") == "Running")
+    assert cluster.core.read_namespaced_service("llm", NAMESPACE).spec.cluster_ip == "None"
+    assert emulator.count("POST", "services", status=429) == 2
