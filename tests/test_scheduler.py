@@ -332,33 +332,3 @@ def test_a_pod_whose_watch_events_came_while_it_was_being_made_is_not_assumed():
     assert recorder.created == ["llm-worker-0", "llm-worker-1"]
     asyncio.run(recorder.loop.cycle())
     assert recorder.created == ["llm-worker-0", "llm-worker-1"] * 2, "retried at once: nothing holds the cards"
-
-
-def test_the_gangs_of_one_cycle_are_created_at_once_not_one_after_another():
-    """Each gang waits here until every gang's creation has begun: one after another, the first
-    would wait alone until the timeout."""
-
-    @dataclasses.dataclass
-    class Meeting(Recorder):
-        arrived: int = 0
-        everyone: asyncio.Event | None = None
-
-        async def create_gang(self, pods):
-            self.everyone = self.everyone or asyncio.Event()
-            self.arrived += 1
-            if self.arrived == 2:
-                self.everyone.set()
-            await asyncio.wait_for(self.everyone.wait(), timeout=5)
-            return await super().create_gang(pods)
-
-    state = [
-        scheduler.Inputs(
-            [make_node_body(name="n1", product="NVIDIA-H800"), make_node_body(name="n2", product="NVIDIA-H800")],
-            [POOL],
-            [],
-            [make_job("a", workers=1), make_job("b", workers=1)],
-        )
-    ]
-    recorder = Meeting()
-    asyncio.run(loop(state, recorder).cycle())
-    assert sorted(recorder.created) == ["a-worker-0", "b-worker-0"]

@@ -391,60 +391,56 @@ class Scheduler:
             plan.placed.pop(eviction.for_gang, None)
 
     async def _place(self, plan: plan_.Plan, owners, cluster, stamp: str) -> None:
-        """Create each placed gang's pods, all or none; the gangs at once, bounded by the actuator's
-        requests in flight (one after another, a cycle placing 8,607 gangs took minutes)."""
-        await asyncio.gather(
-            *(self._make(name, allocations, owners, cluster, stamp) for name, allocations in plan.placed.items())
-        )
-
-    async def _make(self, gang_name: str, allocations, owners, cluster, stamp: str) -> None:
-        """Create one gang's Service and pods; record the outcome in its workload's draft."""
-        draft, gang = owners[gang_name]
-        w = draft.workload
-        templates = _templates(w)
-        by_pod = {
-            p.name: (s.role, s.first_index + i)
-            for s in gang.pod_sets
-            for i, p in enumerate(gang.pod(s, j) for j in range(s.count))
-        }
-        pods = [
-            manifests.pod(
-                w,
-                by_pod[a.pod][0],
-                by_pod[a.pod][1],
-                templates[by_pod[a.pod][0]],
-                a,
-                cluster,
-                gang=gang_name,
-                gang_pods=len(allocations),
-                started_at=stamp,
+        """Create each placed gang's pods, all or none."""
+        for gang_name, allocations in plan.placed.items():
+            draft, gang = owners[gang_name]
+            w = draft.workload
+            templates = _templates(w)
+            by_pod = {
+                p.name: (s.role, s.first_index + i)
+                for s in gang.pod_sets
+                for i, p in enumerate(gang.pod(s, j) for j in range(s.count))
+            }
+            pods = [
+                manifests.pod(
+                    w,
+                    by_pod[a.pod][0],
+                    by_pod[a.pod][1],
+                    templates[by_pod[a.pod][0]],
+                    a,
+                    cluster,
+                    gang=gang_name,
+                    gang_pods=len(allocations),
+                    started_at=stamp,
+                )
+                for a in allocations
+            ]
+            headless = manifests.service(w) if w.training else None
+            if headless is not None:
+                await self.actuator.ensure_service(headless)
+            created = await self.actuator.create_gang(pods)
+            self._assume(w.namespace, pods, created, stamp)
+            if not created.ok:
+                phase = common.Phase.FAILED if created.permanent and w.training else common.Phase.PENDING
+                reason = Reason.RESOURCE_QUOTA_EXCEEDED if created.quota else Reason.POD_CREATION_FAILED
+                draft.status["phase"] = phase.value
+                draft.condition(SCHEDULED, "False", reason, created.error, stamp, event="Warning")
+                continue
+            metrics.PLACEMENTS.inc()
+            placement = status_.placement(allocations, cluster)
+            if w.training or "placement" not in draft.status:
+                draft.status["placement"] = placement
+            else:
+                draft.status["placement"] = status_.merge(draft.status["placement"], placement)
+            draft.status["phase"] = common.Phase.RUNNING.value
+            draft.status["startTime"] = stamp
+            islands = ", ".join(placement["islands"]) or "no island"
+            message = (
+                f"{len(allocations)} pods on {len(placement['nodes'])} nodes in {islands}, {placement['cards']} cards"
             )
-            for a in allocations
-        ]
-        headless = manifests.service(w) if w.training else None
-        if headless is not None:
-            await self.actuator.ensure_service(headless)
-        created = await self.actuator.create_gang(pods)
-        self._assume(w.namespace, pods, created, stamp)
-        if not created.ok:
-            phase = common.Phase.FAILED if created.permanent and w.training else common.Phase.PENDING
-            reason = Reason.RESOURCE_QUOTA_EXCEEDED if created.quota else Reason.POD_CREATION_FAILED
-            draft.status["phase"] = phase.value
-            draft.condition(SCHEDULED, "False", reason, created.error, stamp, event="Warning")
-            return
-        metrics.PLACEMENTS.inc()
-        placement = status_.placement(allocations, cluster)
-        if w.training or "placement" not in draft.status:
-            draft.status["placement"] = placement
-        else:
-            draft.status["placement"] = status_.merge(draft.status["placement"], placement)
-        draft.status["phase"] = common.Phase.RUNNING.value
-        draft.status["startTime"] = stamp
-        islands = ", ".join(placement["islands"]) or "no island"
-        message = f"{len(allocations)} pods on {len(placement['nodes'])} nodes in {islands}, {placement['cards']} cards"
-        draft.condition(SCHEDULED, "True", Reason.PLACED, message, stamp, event="Normal")
-        if any(c["type"] == reasons_.ConditionType.PREEMPTED for c in draft.status.get("conditions", ())):
-            draft.condition(reasons_.ConditionType.PREEMPTED, "False", Reason.PLACED, "running again", stamp)
+            draft.condition(SCHEDULED, "True", Reason.PLACED, message, stamp, event="Normal")
+            if any(c["type"] == reasons_.ConditionType.PREEMPTED for c in draft.status.get("conditions", ())):
+                draft.condition(reasons_.ConditionType.PREEMPTED, "False", Reason.PLACED, "running again", stamp)
 
     def _assume(self, namespace: str, pods: Sequence[dict[str, Any]], created: Created, stamp: str) -> None:
         """Count each pod made as existing until its watch event: kept ones as created, rolled-back
