@@ -14,7 +14,7 @@ import datetime
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import kubernetes.client
@@ -83,9 +83,7 @@ class Actuator:
         timeouts) as pods are; False (logged) if that failed."""
         meta = service["metadata"]
         problem = ""
-        for attempt in range(self.settings.attempts):
-            if attempt:
-                await asyncio.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+        async for _ in self._tries():
             try:
                 await self._call(self.core.create_namespaced_service, meta["namespace"], service)
                 return True
@@ -216,9 +214,7 @@ class Actuator:
         """The pod's uid once it exists; else why not, after the last attempt."""
         meta = pod["metadata"]
         error = _Refused("", False)
-        for attempt in range(self.settings.attempts):
-            if attempt:
-                await asyncio.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+        async for _ in self._tries():
             try:
                 made = await self._call(self.core.create_namespaced_pod, meta["namespace"], pod)
                 return str(made.metadata.uid or "")
@@ -254,9 +250,7 @@ class Actuator:
         return str(got.uid or "") if same else None
 
     async def _delete(self, namespace: str, name: str, grace_s: int | None) -> bool:
-        for attempt in range(self.settings.attempts):
-            if attempt:
-                await asyncio.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+        async for _ in self._tries():
             try:
                 body = kubernetes.client.V1DeleteOptions(grace_period_seconds=grace_s, propagation_policy="Background")
                 await self._call(
@@ -279,9 +273,7 @@ class Actuator:
             metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace),
             delete_options=kubernetes.client.V1DeleteOptions(grace_period_seconds=grace_s),
         )
-        for attempt in range(self.settings.attempts):
-            if attempt:
-                await asyncio.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+        async for _ in self._tries():
             try:
                 await self._call(self.core.create_namespaced_pod_eviction, name, namespace, body)
                 return True
@@ -296,6 +288,13 @@ class Actuator:
                 pass
         logger.warning("pod %s/%s not evicted after %d attempts", namespace, name, self.settings.attempts)
         return False
+
+    async def _tries(self) -> AsyncIterator[int]:
+        """``settings.attempts`` tries of one request, the backoff slept before each retry (doubled each time)."""
+        for attempt in range(self.settings.attempts):
+            if attempt:
+                await asyncio.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+            yield attempt
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         async with self._slots:

@@ -244,12 +244,9 @@ class Cluster:
         """A ResourceQuota of ``pods`` pods on the namespace, waited for until the quota controller
         has filled in its status (admission refuses every pod before that)."""
         body = {"metadata": {"name": name}, "spec": {"hard": {"pods": str(pods)}}}
-        try:
-            self.core.create_namespaced_resource_quota(self.namespace, body)
-        except kubernetes.client.ApiException as e:
-            if e.status != 409:
-                raise
-            self.core.patch_namespaced_resource_quota(name, self.namespace, body)
+        _create_or_patch(
+            self.core.create_namespaced_resource_quota, self.core.patch_namespaced_resource_quota, self.namespace, body
+        )
         eventually(
             lambda: (
                 (self.core.read_namespaced_resource_quota(name, self.namespace).status.hard or {}).get("pods")
@@ -265,12 +262,13 @@ class Cluster:
             "metadata": {"name": job},
             "spec": {"minAvailable": min_available, "selector": {"matchLabels": {labels.JOB_NAME: job}}},
         }
-        try:
-            self.policy.create_namespaced_pod_disruption_budget(self.namespace, body)
-        except kubernetes.client.ApiException as e:
-            if e.status != 409:
-                raise
-            self.policy.patch_namespaced_pod_disruption_budget(job, self.namespace, body)
+        policy = self.policy
+        _create_or_patch(
+            policy.create_namespaced_pod_disruption_budget,
+            policy.patch_namespaced_pod_disruption_budget,
+            self.namespace,
+            body,
+        )
         eventually(
             lambda: (
                 (b := self.policy.read_namespaced_pod_disruption_budget(job, self.namespace)).status
@@ -399,6 +397,18 @@ class Cluster:
             _ignore_missing(lambda n=node: self.core.delete_node(n))
         for name in self.priority_classes:
             _ignore_missing(lambda n=name: self.scheduling.delete_priority_class(n))
+
+
+def _create_or_patch(
+    create: Callable[..., Any], patch: Callable[..., Any], namespace: str, body: dict[str, Any]
+) -> None:
+    """Create the namespaced object ``body``, or merge it into the one of that name."""
+    try:
+        create(namespace, body)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        patch(body["metadata"]["name"], namespace, body)
 
 
 def _gone(read: Callable[[], Any]) -> bool:
